@@ -1,0 +1,1 @@
+"""ingest: an event-ingestion service with guaranteed delivery."""

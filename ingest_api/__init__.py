@@ -1,0 +1,53 @@
+"""The HTTP API: `create_app()` builds it; `ingest_api.wsgi:app` serves it under gunicorn."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from flask import Flask, Response, g, request
+
+from ingest.config import Settings
+from ingest_api.errors import register_error_handlers
+from ingest_api.publisher import Publisher
+from tasks.celery_app import create_celery
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Defaults, then the given settings (or the environment), then extensions, then routes."""
+    settings = settings or Settings.from_env()
+    settings.check_api()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["ingest.settings"] = settings
+    app.extensions["ingest.publisher"] = Publisher(
+        create_celery(settings), settings.publish_timeout, settings.publisher_pool_size
+    )
+    logger.info("Starting the API", extra={"settings": settings.redacted()})
+
+    app.before_request(_assign_request_id)
+    app.after_request(_echo_request_id)
+    register_error_handlers(app)
+
+    from ingest_api.events import events
+    from ingest_api.health import health
+
+    app.register_blueprint(events)
+    app.register_blueprint(health)
+    return app
+
+
+def _assign_request_id() -> None:
+    offered = request.headers.get("X-Request-ID", "")
+    g.request_id = offered if REQUEST_ID.match(offered) else uuid.uuid4().hex
+
+
+def _echo_request_id(response: Response) -> Response:
+    response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
+    return response

@@ -1,0 +1,69 @@
+"""Reading a request body: content type, gzip within the size limit, strict JSON."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any
+
+from flask import request
+
+from ingest_api.errors import Problem
+
+
+def json_body(max_body_bytes: int) -> Any:
+    """The request's JSON document, or a 400/413/415 problem that says what is wrong."""
+    mimetype = request.mimetype
+    if mimetype != "application/json":
+        raise Problem(415, f"Content-Type must be application/json, not {mimetype or 'missing'!r}.")
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise Problem(415, f"The JSON body must be UTF-8, not charset={charset!r}.")
+    # Flask's MAX_CONTENT_LENGTH has already turned away a body over the limit on the wire.
+    raw = request.get_data(cache=False)
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding == "gzip":
+        raw = _gunzip_limited(raw, max_body_bytes)
+    elif encoding not in ("identity", ""):
+        raise Problem(415, f"Content-Encoding {encoding!r} is not supported; use gzip or none.")
+    return parse_json(raw)
+
+
+def _gunzip_limited(data: bytes, limit: int) -> bytes:
+    """Inflate at most `limit` bytes, so a gzip bomb costs no more than a plain large body."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise Problem(400, f"The body is not valid gzip: {exc}.") from None
+    if len(inflated) > limit:
+        raise Problem(
+            413,
+            f"The body is over the limit of {limit} bytes after decompression.",
+            limit="INGEST_MAX_BODY_BYTES",
+            limit_value=limit,
+        )
+    if not inflater.eof:
+        raise Problem(400, "The body is not valid gzip: the stream is truncated.")
+    return inflated
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Problem(400, f"The body is not valid UTF-8 (byte {exc.start}).") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise Problem(
+            400, f"The body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}."
+        ) from None
+    except RecursionError:
+        raise Problem(400, "The body is not valid JSON: it is nested too deeply.") from None
+    except ValueError as exc:  # integers too long to convert, NaN and Infinity
+        raise Problem(400, f"The body is not valid JSON: {exc}.") from None
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")

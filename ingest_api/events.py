@@ -1,0 +1,166 @@
+"""POST /v1/events, POST /v1/batch and GET /v1/events/<event_id>."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Blueprint, current_app, g
+from marshmallow import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ingest.config import Settings
+from ingest.events import utc_now
+from ingest_api.auth import require_key
+from ingest_api.body import json_body
+from ingest_api.errors import Problem
+from ingest_api.publisher import PublishError
+from ingest_api.schemas import BatchSchema, EventSchema
+from models import Event, engine_for
+
+logger = logging.getLogger(__name__)
+
+events = Blueprint("events", __name__, url_prefix="/v1")
+event_schema = EventSchema()
+batch_schema = BatchSchema()
+
+# Seconds a client should wait before retrying after the broker failed to confirm.
+RETRY_AFTER = "5"
+
+
+def settings() -> Settings:
+    return current_app.extensions["ingest.settings"]
+
+
+@events.before_request
+def _authenticate() -> None:
+    require_key(settings())
+
+
+@events.post("/events")
+def post_event() -> tuple[dict[str, str], int]:
+    document = json_body(settings().max_body_bytes)
+    if not isinstance(document, dict):
+        raise Problem(422, "The body must be one event, a JSON object.")
+    too_big = oversize_error(document)
+    if too_big:
+        raise Problem(
+            413, too_big, limit="INGEST_MAX_EVENT_BYTES", limit_value=settings().max_event_bytes
+        )
+    try:
+        event = event_schema.load(document)
+    except ValidationError as exc:
+        raise Problem(422, "The event is not valid.", errors=exc.messages) from None
+    publish("ingest.persist_event", [message_event(event)])
+    return {"event_id": event["event_id"], "status": "accepted"}, 202
+
+
+@events.post("/batch")
+def post_batch() -> tuple[dict[str, Any], int]:
+    limits = settings()
+    document = json_body(limits.max_body_bytes)
+    if not isinstance(document, dict):
+        raise Problem(422, 'The body must be a JSON object like {"batch": [event, ...]}.')
+    if isinstance(document.get("batch"), list) and len(document["batch"]) > limits.max_batch_events:
+        raise Problem(
+            413,
+            f"The batch holds {len(document['batch'])} events, over the limit of "
+            f"{limits.max_batch_events}.",
+            limit="INGEST_MAX_BATCH_EVENTS",
+            limit_value=limits.max_batch_events,
+        )
+    try:
+        batch = batch_schema.load(document)["batch"]
+    except ValidationError as exc:
+        raise Problem(422, "The batch is not valid.", errors=exc.messages) from None
+
+    results: list[dict[str, Any]] = []
+    accepted: list[dict[str, Any]] = []
+    for index, item in enumerate(batch):
+        event, errors = validate_batch_item(item)
+        result: dict[str, Any] = {"index": index, "event_id": event_id_of(item)}
+        if errors:
+            result.update(status="rejected", errors=errors)
+        else:
+            result["status"] = "accepted"
+            accepted.append(message_event(event))
+        results.append(result)
+    if not accepted:
+        raise Problem(422, "No event in the batch is valid.", results=results)
+    publish("ingest.persist_events", [accepted])
+    return {
+        "accepted": len(accepted),
+        "rejected": len(results) - len(accepted),
+        "results": results,
+    }, 202
+
+
+@events.get("/events/<event_id>")
+def get_event(event_id: str) -> dict[str, Any]:
+    with Session(engine_for(settings().postgres_url)) as session:
+        row = session.scalar(select(Event).where(Event.event_id == event_id))
+    if row is None:
+        raise Problem(404, f"No event {event_id!r} is stored (yet).")
+    return {
+        "event_id": row.event_id,
+        "event_type": row.event_type,
+        "status": "projected" if row.projected_at else "stored",
+        "received_at": iso(row.received_at),
+        "stored_at": iso(row.stored_at),
+        "projected_at": iso(row.projected_at),
+        "projection_attempts": row.projection_attempts,
+        "conflict": row.conflict_payload_sha256 is not None,
+        "conflict_at": iso(row.conflict_at),
+    }
+
+
+def validate_batch_item(item: Any) -> tuple[dict[str, Any], Any]:
+    if not isinstance(item, dict):
+        return {}, {"_event": ["Each event must be a JSON object."]}
+    too_big = oversize_error(item)
+    if too_big:
+        return {}, {"_event": [too_big]}
+    try:
+        return event_schema.load(item), None
+    except ValidationError as exc:
+        return {}, exc.messages
+
+
+def oversize_error(document: dict[str, Any]) -> str | None:
+    limit = settings().max_event_bytes
+    size = len(json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode())
+    if size <= limit:
+        return None
+    return f"The event is {size} bytes, over the INGEST_MAX_EVENT_BYTES limit of {limit}."
+
+
+def event_id_of(item: Any) -> Any:
+    event_id = item.get("event_id") if isinstance(item, dict) else None
+    return event_id if isinstance(event_id, str) else None
+
+
+def message_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The event as the workers receive it: plain JSON, times in UTC ISO 8601."""
+    return {
+        **event,
+        "occurred_at": event["occurred_at"].isoformat(),
+        "received_at": utc_now().isoformat(),
+    }
+
+
+def publish(task_name: str, args: list[Any]) -> None:
+    try:
+        current_app.extensions["ingest.publisher"].publish(task_name, args, g.request_id)
+    except PublishError as exc:
+        logger.warning("Publish failed: %s", exc, extra={"request_id": g.request_id})
+        raise Problem(
+            503,
+            "The broker did not confirm the event in time; nothing was accepted. Retry later.",
+            headers={"Retry-After": RETRY_AFTER},
+        ) from exc
+
+
+def iso(moment: Any) -> str | None:
+    return moment.isoformat() if moment is not None else None

@@ -1,0 +1,15 @@
+"""SQLAlchemy 2 models for both databases, their engines and sessions."""
+
+from models.engines import dispose_engines, engine_for, session_scope
+from models.mysql import EventProjection, ProjectionBase
+from models.postgres import Base, Event
+
+__all__ = [
+    "Base",
+    "Event",
+    "EventProjection",
+    "ProjectionBase",
+    "dispose_engines",
+    "engine_for",
+    "session_scope",
+]

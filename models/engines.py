@@ -1,0 +1,55 @@
+"""One engine per database URL per process, created on first use and disposed after fork."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import URL, Engine, create_engine, make_url
+from sqlalchemy.orm import Session
+
+# The drivers this project installs; SQLAlchemy 2.1 would pick psycopg 3 for a bare scheme.
+_DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg2", "mysql": "mysql+mysqldb"}
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def engine_for(url: str) -> Engine:
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = create_engine(sqlalchemy_url(url), **_engine_options(url))
+        return engine
+
+
+def sqlalchemy_url(url: str) -> URL:
+    """The URL with this project's driver made explicit (postgresql:// -> psycopg2)."""
+    parsed = make_url(url)
+    return parsed.set(drivername=_DEFAULT_DRIVERS.get(parsed.drivername, parsed.drivername))
+
+
+def _engine_options(url: str) -> dict[str, object]:
+    options: dict[str, object] = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
+    if url.startswith("postgresql"):
+        # A statement that cannot get its locks in time is a transient error, not a hang.
+        options["connect_args"] = {"connect_timeout": 5, "options": "-c lock_timeout=10000"}
+    elif url.startswith("mysql"):
+        options["connect_args"] = {"connect_timeout": 5, "read_timeout": 30, "write_timeout": 30}
+        options["pool_recycle"] = 3600
+    return options
+
+
+def dispose_engines() -> None:
+    """Forget connections inherited from a parent process, without closing the parent's."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose(close=False)
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """One session, committed on success and rolled back on error."""
+    with Session(engine_for(url)) as session, session.begin():
+        yield session

@@ -1,0 +1,70 @@
+"""PostgreSQL, the source of truth: one row per event_id."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, Identity, Index, Integer, String, func, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_type_occurred_at", "event_type", "occurred_at"),
+        Index("ix_events_occurred_at", "occurred_at"),
+        Index(
+            "ix_events_unprojected",
+            "stored_at",
+            postgresql_where=text("projected_at IS NULL"),
+        ),
+        {"comment": "Every accepted event, stored exactly once (source of truth)."},
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger, Identity(always=True), primary_key=True, comment="Surrogate key."
+    )
+    event_id: Mapped[str] = mapped_column(
+        String(128), unique=True, comment="Client-chosen idempotency key."
+    )
+    event_type: Mapped[str] = mapped_column(
+        String(128), comment="Kind of event, set by the client."
+    )
+    source: Mapped[str | None] = mapped_column(
+        String(128), comment="Optional name of the sending system."
+    )
+    occurred_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), comment="When the event happened, per the client (UTC)."
+    )
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), comment="When the API accepted the event (UTC)."
+    )
+    stored_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True),
+        server_default=func.now(),
+        comment="When the row was written.",
+    )
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, comment="The event's JSON object.")
+    payload_sha256: Mapped[str] = mapped_column(
+        String(64), comment="SHA-256 of the canonical JSON of the payload."
+    )
+    projected_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True),
+        comment="When the MySQL projection last took the row; NULL = pending.",
+    )
+    projection_attempts: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="How many projection attempts touched the row."
+    )
+    conflict_payload_sha256: Mapped[str | None] = mapped_column(
+        String(64),
+        comment="SHA-256 of a later payload that reused this event_id; NULL = no conflict.",
+    )
+    conflict_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), comment="When a conflicting duplicate last arrived."
+    )
