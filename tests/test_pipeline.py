@@ -1,0 +1,146 @@
+"""HTTP in, RabbitMQ, persist_event into PostgreSQL, project_to_mysql into MySQL."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from flask.testing import FlaskClient
+
+from ingest.config import Settings
+from ingest.events import payload_sha256
+from tests.conftest import AUTH, event
+from tests.support import projected_count, rows, stored_count, wait_until
+
+
+def test_one_event_lands_in_both_databases_with_every_field(
+    client: FlaskClient, pipeline: Settings
+) -> None:
+    sent = event("order-1", occurred_at="2026-11-27T10:00:00.250+01:00")
+    before = datetime.now(UTC)
+
+    response = client.post("/v1/events", json=sent, headers=AUTH)
+
+    assert response.status_code == 202
+    assert response.json == {"event_id": "order-1", "status": "accepted"}
+    wait_until(lambda: projected_count(pipeline) == 1, what="the event in MySQL")
+    [stored] = rows(pipeline.postgres_url, "SELECT * FROM events")
+    assert stored["event_id"] == "order-1"
+    assert stored["event_type"] == "order.created"
+    assert stored["source"] == "shop"
+    assert stored["payload"] == sent["payload"]
+    assert stored["payload_sha256"] == payload_sha256(sent["payload"])
+    assert stored["occurred_at"] == datetime(2026, 11, 27, 9, 0, 0, 250_000, tzinfo=UTC)
+    assert before <= stored["received_at"] <= stored["stored_at"]
+    wait_until(
+        lambda: rows(pipeline.postgres_url, "SELECT projected_at FROM events")[0]["projected_at"],
+        what="projected_at in PostgreSQL",
+    )
+    [projected] = rows(pipeline.mysql_url or "", "SELECT * FROM events_projection")
+    assert projected["event_id"] == "order-1"
+    assert projected["event_type"] == "order.created"
+    assert projected["source"] == "shop"
+    assert json.loads(projected["payload"]) == sent["payload"]
+    assert projected["payload_sha256"] == stored["payload_sha256"]
+    # MySQL keeps naive UTC.
+    assert projected["occurred_at"] == datetime(2026, 11, 27, 9, 0, 0, 250_000)
+    assert projected["received_at"] == stored["received_at"].replace(tzinfo=None)
+    assert projected["stored_at"] == stored["stored_at"].replace(tzinfo=None)
+
+    status = client.get("/v1/events/order-1", headers=AUTH)
+    assert status.status_code == 200
+    assert status.json["status"] == "projected"
+    assert status.json["projection_attempts"] == 1
+    assert status.json["conflict"] is False
+
+
+def test_a_batch_of_1000_lands_in_both_databases(client: FlaskClient, pipeline: Settings) -> None:
+    batch = [event(f"b-{i}", payload={"n": i}, source=None) for i in range(1000)]
+
+    response = client.post("/v1/batch", json={"batch": batch}, headers=AUTH)
+
+    assert response.status_code == 202
+    assert response.json["accepted"] == 1000
+    assert response.json["rejected"] == 0
+    assert [r["index"] for r in response.json["results"]] == list(range(1000))
+    assert {r["status"] for r in response.json["results"]} == {"accepted"}
+    wait_until(lambda: projected_count(pipeline) == 1000, what="1000 events in MySQL")
+    assert stored_count(pipeline) == 1000
+    stored = rows(pipeline.postgres_url, "SELECT event_id, payload, source FROM events")
+    assert {row["event_id"]: row["payload"]["n"] for row in stored} == {
+        f"b-{i}": i for i in range(1000)
+    }
+    assert {row["source"] for row in stored} == {None}
+    mismatched = rows(
+        pipeline.mysql_url or "",
+        "SELECT count(*) AS n FROM events_projection "
+        "WHERE JSON_EXTRACT(payload, '$.n') <> CAST(SUBSTRING(event_id, 3) AS UNSIGNED)",
+    )
+    assert mismatched == [{"n": 0}]
+
+
+def test_the_same_event_sent_three_ways_is_stored_once(
+    client: FlaskClient, pipeline: Settings
+) -> None:
+    same = event("dup-1")
+    assert client.post("/v1/events", json=same, headers=AUTH).status_code == 202
+    assert client.post("/v1/batch", json={"batch": [same]}, headers=AUTH).status_code == 202
+    twice = client.post("/v1/batch", json={"batch": [same, same, event("dup-2")]}, headers=AUTH)
+    assert twice.status_code == 202
+    assert twice.json["accepted"] == 3
+
+    wait_until(lambda: projected_count(pipeline) == 2, what="two events in MySQL")
+    wait_until(
+        lambda: rows(
+            pipeline.postgres_url,
+            "SELECT count(*) AS unprojected FROM events WHERE projected_at IS NULL",
+        )
+        == [{"unprojected": 0}],
+        what="both projected",
+    )
+    assert rows(pipeline.postgres_url, "SELECT event_id FROM events ORDER BY event_id") == [
+        {"event_id": "dup-1"},
+        {"event_id": "dup-2"},
+    ]
+    assert projected_count(pipeline) == 2
+    status = client.get("/v1/events/dup-1", headers=AUTH).json
+    assert status["conflict"] is False
+
+
+def test_the_same_id_with_another_payload_keeps_the_first_and_reports_a_conflict(
+    client: FlaskClient, pipeline: Settings
+) -> None:
+    first = event("conflicted", payload={"version": 1})
+    assert client.post("/v1/events", json=first, headers=AUTH).status_code == 202
+    wait_until(lambda: stored_count(pipeline) == 1, what="the first event stored")
+
+    second = event("conflicted", payload={"version": 2})
+    assert client.post("/v1/events", json=second, headers=AUTH).status_code == 202
+
+    status = wait_until(
+        lambda: (r := client.get("/v1/events/conflicted", headers=AUTH).json)["conflict"] and r,
+        what="the conflict reported",
+    )
+    assert status["conflict_at"] is not None
+    assert rows(pipeline.postgres_url, "SELECT payload FROM events") == [
+        {"payload": {"version": 1}}
+    ]
+    wait_until(lambda: projected_count(pipeline) == 1, what="the event in MySQL")
+    [projected] = rows(pipeline.mysql_url or "", "SELECT payload FROM events_projection")
+    assert json.loads(projected["payload"]) == {"version": 1}
+
+
+def test_an_event_not_yet_stored_is_404(client: FlaskClient, pipeline: Settings) -> None:
+    response = client.get("/v1/events/never-sent", headers=AUTH)
+    assert response.status_code == 404
+    assert response.mimetype == "application/problem+json"
+    assert "never-sent" in response.json["detail"]
+
+
+def test_the_request_id_travels_with_the_response(client: FlaskClient, pipeline: Settings) -> None:
+    response = client.post(
+        "/v1/events", json=event("rid-1"), headers={**AUTH, "X-Request-ID": "trace-123"}
+    )
+    assert response.headers["X-Request-ID"] == "trace-123"
+    generated = client.get("/healthz")
+    assert len(generated.headers["X-Request-ID"]) == 32
