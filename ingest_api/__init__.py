@@ -10,11 +10,14 @@ from flask import Flask, Response, g, request
 
 from ingest.config import Settings
 from ingest_api.errors import register_error_handlers
+from ingest_api.grouping import EventGrouper
 from ingest_api.publisher import Publisher
 from tasks.celery_app import create_celery
 
 logger = logging.getLogger(__name__)
 
+# Single events published together in one message, at most; a worker inserts them in one statement.
+GROUP_MAX_EVENTS = 100
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -26,8 +29,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.extensions["ingest.settings"] = settings
-    app.extensions["ingest.publisher"] = Publisher(
+    publisher = Publisher(
         create_celery(settings), settings.publish_timeout, settings.publisher_pool_size
+    )
+    app.extensions["ingest.publisher"] = publisher
+    app.extensions["ingest.grouper"] = EventGrouper(
+        publisher, max_events=GROUP_MAX_EVENTS, max_bytes=settings.max_body_bytes
     )
     logger.info("Starting the API", extra={"settings": settings.redacted()})
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import Blueprint, current_app, g
@@ -44,7 +46,8 @@ def post_event() -> tuple[dict[str, str], int]:
     document = json_body(settings().max_body_bytes)
     if not isinstance(document, dict):
         raise Problem(422, "The body must be one event, a JSON object.")
-    too_big = oversize_error(document)
+    size = event_size(document)
+    too_big = oversize_error(size)
     if too_big:
         raise Problem(
             413, too_big, limit="INGEST_MAX_EVENT_BYTES", limit_value=settings().max_event_bytes
@@ -53,7 +56,8 @@ def post_event() -> tuple[dict[str, str], int]:
         event = event_schema.load(document)
     except ValidationError as exc:
         raise Problem(422, "The event is not valid.", errors=exc.messages) from None
-    publish("ingest.persist_event", [message_event(event)])
+    with broker_confirm():
+        current_app.extensions["ingest.grouper"].publish(message_event(event), size, g.request_id)
     return {"event_id": event["event_id"], "status": "accepted"}, 202
 
 
@@ -89,7 +93,10 @@ def post_batch() -> tuple[dict[str, Any], int]:
         results.append(result)
     if not accepted:
         raise Problem(422, "No event in the batch is valid.", results=results)
-    publish("ingest.persist_events", [accepted])
+    with broker_confirm():
+        current_app.extensions["ingest.publisher"].publish(
+            "ingest.persist_events", [accepted], {"request_id": g.request_id}
+        )
     return {
         "accepted": len(accepted),
         "rejected": len(results) - len(accepted),
@@ -119,7 +126,7 @@ def get_event(event_id: str) -> dict[str, Any]:
 def validate_batch_item(item: Any) -> tuple[dict[str, Any], Any]:
     if not isinstance(item, dict):
         return {}, {"_event": ["Each event must be a JSON object."]}
-    too_big = oversize_error(item)
+    too_big = oversize_error(event_size(item))
     if too_big:
         return {}, {"_event": [too_big]}
     try:
@@ -128,9 +135,13 @@ def validate_batch_item(item: Any) -> tuple[dict[str, Any], Any]:
         return {}, exc.messages
 
 
-def oversize_error(document: dict[str, Any]) -> str | None:
+def event_size(document: dict[str, Any]) -> int:
+    """Bytes of the event as compact JSON, the measure of INGEST_MAX_EVENT_BYTES."""
+    return len(json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def oversize_error(size: int) -> str | None:
     limit = settings().max_event_bytes
-    size = len(json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode())
     if size <= limit:
         return None
     return f"The event is {size} bytes, over the INGEST_MAX_EVENT_BYTES limit of {limit}."
@@ -150,9 +161,11 @@ def message_event(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def publish(task_name: str, args: list[Any]) -> None:
+@contextmanager
+def broker_confirm() -> Iterator[None]:
+    """Turn a publish the broker did not confirm into a 503 the client can retry."""
     try:
-        current_app.extensions["ingest.publisher"].publish(task_name, args, g.request_id)
+        yield
     except PublishError as exc:
         logger.warning("Publish failed: %s", exc, extra={"request_id": g.request_id})
         raise Problem(

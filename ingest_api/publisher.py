@@ -29,9 +29,17 @@ class Publisher:
         self.timeout = timeout
         self._idle: queue.LifoQueue[Producer] = queue.LifoQueue(maxsize=pool_size)
 
-    def publish(self, task_name: str, args: list[Any], request_id: str) -> None:
-        """Return once the broker confirmed a persistent message, or raise PublishError."""
-        deadline = time.monotonic() + self.timeout
+    def publish(
+        self,
+        task_name: str,
+        args: list[Any],
+        headers: dict[str, Any],
+        deadline: float | None = None,
+    ) -> None:
+        """Return once the broker confirmed a persistent message, or raise PublishError.
+        `deadline` (time.monotonic()) defaults to the configured timeout from now."""
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout
         producer = self._take()
         pooled = producer is not None
         while True:
@@ -40,7 +48,7 @@ class Publisher:
                 self.celery.send_task(
                     task_name,
                     args=args,
-                    headers={"request_id": request_id},
+                    headers=headers,
                     producer=producer,
                     retry=False,
                     confirm_timeout=max(deadline - time.monotonic(), 0.001),

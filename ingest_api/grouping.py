@@ -1,0 +1,113 @@
+"""Single events that arrive together leave together: one confirmed message for many requests.
+
+Request threads hand their event to one publishing thread per process and wait. The thread takes
+whatever has queued up while its previous publish waited for the broker's confirm, publishes it
+as one message and wakes every request in it: each 202 still stands behind the broker's confirm
+of the message that carries its event. Under light load a group is one event, published at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ingest_api.publisher import Publisher, PublishError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    event: dict[str, Any]
+    size: int
+    request_id: str
+    deadline: float
+    done: threading.Event = field(default_factory=threading.Event)
+    error: PublishError | None = None
+
+
+class EventGrouper:
+    def __init__(self, publisher: Publisher, max_events: int, max_bytes: int) -> None:
+        self.publisher = publisher
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._owner_pid = 0
+        self._start_lock = threading.Lock()
+
+    def publish(self, event: dict[str, Any], size: int, request_id: str) -> None:
+        """Return once a message carrying `event` is confirmed, or raise PublishError."""
+        pending = _Pending(event, size, request_id, time.monotonic() + self.publisher.timeout)
+        self._ensure_thread()
+        self._queue.put(pending)
+        # The publishing thread answers by the deadline; the margin only guards against a bug.
+        if not pending.done.wait(self.publisher.timeout + 1):
+            raise PublishError("the publishing thread did not answer in time")
+        if pending.error is not None:
+            raise pending.error
+
+    def _ensure_thread(self) -> None:
+        # Started lazily, in the process that serves requests (gunicorn forks after import).
+        if self._owner_pid == os.getpid():
+            return
+        with self._start_lock:
+            if self._owner_pid != os.getpid():
+                self._queue = queue.SimpleQueue()
+                self._thread = threading.Thread(
+                    target=self._run, name="ingest-event-grouper", daemon=True
+                )
+                self._thread.start()
+                self._owner_pid = os.getpid()
+
+    def _run(self) -> None:
+        while True:
+            group = self._next_group()
+            live = [pending for pending in group if pending.deadline > time.monotonic()]
+            expired = PublishError(f"the broker did not confirm within {self.publisher.timeout}s")
+            for pending in group:
+                if pending not in live:
+                    pending.error = expired
+                    pending.done.set()
+            if live:
+                self._publish(live)
+
+    def _next_group(self) -> list[_Pending]:
+        group = [self._queue.get()]
+        size = group[0].size
+        while len(group) < self.max_events:
+            try:
+                pending = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            group.append(pending)
+            size += pending.size
+            if size >= self.max_bytes:
+                break
+        return group
+
+    def _publish(self, group: list[_Pending]) -> None:
+        error: PublishError | None = None
+        headers = {"request_id": group[0].request_id}
+        try:
+            if len(group) == 1:
+                task_name, args = "ingest.persist_event", [group[0].event]
+            else:
+                task_name, args = "ingest.persist_events", [[p.event for p in group]]
+                headers["request_ids"] = [p.request_id for p in group]
+            self.publisher.publish(
+                task_name, args, headers, deadline=min(p.deadline for p in group)
+            )
+        except PublishError as exc:
+            error = exc
+        except Exception as exc:  # the thread must outlive any failure
+            logger.exception("Publishing a group of events failed")
+            error = PublishError(str(exc))
+        for pending in group:
+            pending.error = error
+            pending.done.set()
