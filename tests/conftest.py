@@ -34,7 +34,7 @@ API_KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
-def _admin(url: str, *statements: str) -> None:
+def admin_sql(url: str, *statements: str) -> None:
     engine = create_engine(sqlalchemy_url(url), isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as connection:
@@ -64,8 +64,8 @@ def settings() -> Iterator[Settings]:
     """Settings for this run: its own databases and vhost, dropped at the end."""
     name = f"ingest_test_{os.getpid()}"
     vhost = name.replace("_", "-")
-    _admin(POSTGRES_ADMIN_URL, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
-    _admin(MYSQL_ADMIN_URL, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
+    admin_sql(POSTGRES_ADMIN_URL, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
+    admin_sql(MYSQL_ADMIN_URL, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
     _rabbitmqctl("add_vhost", vhost)
     _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     settings = Settings(
@@ -80,8 +80,8 @@ def settings() -> Iterator[Settings]:
     migrate(settings)
     yield settings
     dispose_engines()
-    _admin(POSTGRES_ADMIN_URL, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    _admin(MYSQL_ADMIN_URL, f"DROP DATABASE IF EXISTS {name}")
+    admin_sql(POSTGRES_ADMIN_URL, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin_sql(MYSQL_ADMIN_URL, f"DROP DATABASE IF EXISTS {name}")
     _rabbitmqctl("delete_vhost", vhost)
 
 
