@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from logging.config import fileConfig
 
+from alembic import context
 from sqlalchemy import MetaData, create_engine, pool
 
-from alembic import context
 from ingest.config import Settings
 from models import Base, ProjectionBase
 from models.engines import sqlalchemy_url
