@@ -1,0 +1,483 @@
+"""What the benchmark runs against: its own databases and vhost, the service's processes, and
+their memory. Only the service's public entry points are used: gunicorn, `celery -A tasks
+worker`, `alembic upgrade head`, the environment variables of .env.example, the HTTP API and
+the tables `events` and `events_projection`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import MySQLdb
+import psycopg2
+from kombu import Connection
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+PERSIST_QUEUE = "ingest.persist"
+PROJECTION_QUEUE = "ingest.projection"
+DEAD_QUEUE = "ingest.dead"
+# The API's HTTP server settings, as `ingest up` (the README's run command) serves it.
+GUNICORN_SETTINGS = ("--workers", "2", "--worker-class", "gthread", "--threads", "16")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+START_TIMEOUT = 90.0
+# No statement of the benchmark's own may wait without end (a lock held by a stuck worker).
+BOUNDED_WAITS = "-c lock_timeout=60s -c statement_timeout=600s"
+STOP_TIMEOUT = 20.0
+T = TypeVar("T")
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot go on; the message says why."""
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.25) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise BenchError(f"gave up after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_command(command: Sequence[str], timeout: float = 300, **kwargs: Any) -> str:
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+        )
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{' '.join(command)} did not finish within {timeout:.0f}s") from None
+    if done.returncode != 0:
+        raise BenchError(f"{' '.join(command)} failed: {done.stderr or done.stdout}")
+    return done.stdout
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and every live descendant, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                ppid = int(stat.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def rss_bytes(pids: Sequence[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as statm:
+                total += int(statm.read().split()[1]) * PAGE_SIZE
+        except (OSError, IndexError, ValueError):
+            continue  # exited between the listing and the read
+    return total
+
+
+class ServiceProcess:
+    """A subprocess in a session of its own (its whole tree can be stopped), logging to a file."""
+
+    def __init__(self, name: str, command: Sequence[str], env: dict[str, str], logs: Path) -> None:
+        self.name = name
+        self.log = logs / f"{name}.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise BenchError(
+                f"{self.name} exited with {self.process.returncode}; its log ends:\n{self.tail()}"
+            )
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        """SIGTERM for a clean shutdown, then SIGKILL to whatever is left of the session."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop within %.0fs; killing it", self.name, STOP_TIMEOUT)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=STOP_TIMEOUT)
+
+
+class HttpServer(ServiceProcess):
+    """gunicorn on a free port of 127.0.0.1, ready once GET /healthz answers 200."""
+
+    def __init__(self, name: str, app: str, env: dict[str, str], logs: Path, *extra: str) -> None:
+        self.port = free_port()
+        command = [
+            str(VENV_BIN / "gunicorn"), app, "--bind", f"127.0.0.1:{self.port}",
+            *GUNICORN_SETTINGS, *extra,
+        ]  # fmt: skip
+        super().__init__(name, command, env, logs)
+        try:
+            wait_for(lambda: self.get("/healthz") == 200, START_TIMEOUT, f"{name} to answer")
+        except BaseException:
+            self.stop()
+            raise
+
+    def get(self, path: str) -> int:
+        self.check_alive()
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            connection.request("GET", path)
+            return connection.getresponse().status
+        except OSError:
+            return 0
+        finally:
+            connection.close()
+
+
+@dataclass(frozen=True)
+class Servers:
+    postgres_admin_url: str
+    mysql_admin_url: str
+    broker: str  # user:password@host:port
+
+
+@dataclass(frozen=True)
+class TableCounts:
+    rows: int
+    distinct: int
+    this_run: int
+    last_write: datetime | None
+
+
+class BenchStack:
+    """Own PostgreSQL and MariaDB databases and RabbitMQ vhost, dropped on close, and the
+    processes started on them, stopped on close."""
+
+    def __init__(self, servers: Servers, keep_logs: bool = False) -> None:
+        self.servers = servers
+        self.keep_logs = keep_logs
+        self.name = f"ingest_bench_{os.getpid()}"
+        self.vhost = self.name.replace("_", "-")
+        self.api_key = secrets.token_urlsafe(24)
+        self.logs = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
+        self.processes: list[ServiceProcess] = []
+        self.postgres_url = servers.postgres_admin_url.rsplit("/", 1)[0] + f"/{self.name}"
+        self.mysql_url = servers.mysql_admin_url.rstrip("/") + f"/{self.name}"
+        self.broker_url = f"amqp://{servers.broker}/{self.vhost}"
+        self._created: list[Callable[[], None]] = []
+
+    # -- set-up and clean-up ---------------------------------------------------------------
+
+    def create(self) -> None:
+        logger.info("Creating databases and vhost %s", self.name)
+        self._created.append(self._drop_postgres)
+        self._postgres_admin(f"DROP DATABASE IF EXISTS {self.name}", f"CREATE DATABASE {self.name}")
+        self._created.append(self._drop_mysql)
+        self._mysql_admin(f"DROP DATABASE IF EXISTS {self.name}", f"CREATE DATABASE {self.name}")
+        self._created.append(self._delete_vhost)
+        run_command(["rabbitmqctl", "add_vhost", self.vhost], timeout=120)
+        run_command(
+            [
+                "rabbitmqctl",
+                "set_permissions",
+                "-p",
+                self.vhost,
+                self.broker_user,
+                ".*",
+                ".*",
+                ".*",
+            ],
+            timeout=120,
+        )
+        logger.info("Migrating (alembic upgrade head)")
+        run_command([str(VENV_BIN / "alembic"), "upgrade", "head"], cwd=ROOT, env=self.env())
+
+    def close(self) -> None:
+        """Stop every process, drop what was created; each step runs even if another fails."""
+        for process in reversed(self.processes):
+            try:
+                process.stop()
+            except Exception:
+                logger.exception("Could not stop %s", process.name)
+        self.processes.clear()
+        for undo in reversed(self._created):
+            try:
+                undo()
+            except Exception:
+                logger.exception("Clean-up step %s failed", undo.__name__)
+        self._created.clear()
+        if self.keep_logs:
+            logger.info("Logs kept in %s", self.logs)
+        else:
+            shutil.rmtree(self.logs, ignore_errors=True)
+
+    @property
+    def broker_user(self) -> str:
+        return unquote(self.servers.broker.split("@", 1)[0].split(":", 1)[0])
+
+    def _postgres_admin(self, *statements: str) -> None:
+        connection = psycopg2.connect(self.servers.postgres_admin_url, connect_timeout=10)
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+        finally:
+            connection.close()
+
+    def _mysql_admin(self, *statements: str) -> None:
+        connection = mysql_connect(self.servers.mysql_admin_url)
+        try:
+            with connection.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+        finally:
+            connection.close()
+
+    def _drop_postgres(self) -> None:
+        self._postgres_admin(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+
+    def _drop_mysql(self) -> None:
+        self._mysql_admin(f"DROP DATABASE IF EXISTS {self.name}")
+
+    def _delete_vhost(self) -> None:
+        run_command(["rabbitmqctl", "delete_vhost", self.vhost], timeout=120)
+
+    # -- the service -----------------------------------------------------------------------
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of a service process: the variables of .env.example, nothing
+        inherited that could point it elsewhere."""
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("BROKER_", "POSTGRES_", "MYSQL_", "INGEST_", "CELERY_"))
+        }
+        env.update(
+            BROKER_URL=self.broker_url,
+            POSTGRES_URL=self.postgres_url,
+            MYSQL_URL=self.mysql_url,
+            INGEST_API_KEYS=self.api_key,
+            INGEST_AUTH="on",
+            PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        )
+        env.update(extra)
+        return env
+
+    def start_http(self, name: str, app: str, *extra: str, **env: str) -> HttpServer:
+        server = HttpServer(name, app, self.env(**env), self.logs, *extra)
+        self.processes.append(server)
+        return server
+
+    def start_worker(self, name: str, queue: str) -> ServiceProcess:
+        """`celery -A tasks worker -Q queue` with its default concurrency, ready once it
+        consumes from its queue."""
+        command = [
+            str(VENV_BIN / "celery"), "-A", "tasks", "worker", "-Q", queue,
+            "-n", f"{name}-{os.getpid()}@%h", "-l", "info",
+        ]  # fmt: skip
+        worker = ServiceProcess(name, command, self.env(), self.logs)
+        self.processes.append(worker)
+
+        def consuming() -> bool:
+            worker.check_alive()
+            return self.queue_state(queue)[1] > 0
+
+        wait_for(consuming, START_TIMEOUT, f"{name} to consume from {queue}", interval=0.5)
+        return worker
+
+    def stop(self, process: ServiceProcess) -> None:
+        self.processes.remove(process)
+        process.stop()
+
+    # -- the broker ------------------------------------------------------------------------
+
+    def broker(self, **options: Any) -> Connection:
+        return Connection(self.broker_url, connect_timeout=10, **options)
+
+    def queue_state(self, queue: str) -> tuple[int, int]:
+        """(ready messages, consumers) of a queue; (0, 0) while it does not exist."""
+        with self.broker() as connection:
+            channel = connection.channel()
+            try:
+                _, messages, consumers = channel.queue_declare(queue, passive=True)
+            except connection.channel_errors:
+                return 0, 0
+            return messages, consumers
+
+    def purge_queues(self) -> None:
+        with self.broker() as connection:
+            for queue in (PERSIST_QUEUE, PROJECTION_QUEUE, DEAD_QUEUE):
+                channel = connection.channel()
+                try:
+                    channel.queue_purge(queue)
+                except connection.channel_errors:
+                    pass  # not declared yet: nothing to purge
+                finally:
+                    channel.close()
+
+    # -- the databases ---------------------------------------------------------------------
+
+    def postgres(self) -> Any:
+        connection = psycopg2.connect(self.postgres_url, connect_timeout=10, options=BOUNDED_WAITS)
+        connection.autocommit = True
+        return connection
+
+    def postgres_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """Run one statement in its own connection; its first row, if it returns rows."""
+        connection = self.postgres()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchone() if cursor.description else None
+        finally:
+            connection.close()
+
+    def mysql_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        connection = mysql_connect(self.mysql_url)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchone() if cursor.description else None
+        finally:
+            connection.close()
+
+    def reset(self) -> None:
+        """Empty both tables and every queue."""
+        self.purge_queues()
+        self.postgres_one("TRUNCATE events")
+        self.mysql_one("TRUNCATE TABLE events_projection")
+
+    def rows(self) -> tuple[int, int]:
+        """Rows in PostgreSQL `events` and in MySQL `events_projection`."""
+        (stored,) = self.postgres_one("SELECT count(*) FROM events") or (0,)
+        (projected,) = self.mysql_one("SELECT count(*) FROM events_projection") or (0,)
+        return int(stored), int(projected)
+
+    def postgres_counts(self, prefix: str) -> TableCounts:
+        rows, distinct, this_run, last = self.postgres_one(
+            "SELECT count(*), count(DISTINCT event_id),"
+            " count(*) FILTER (WHERE starts_with(event_id, %s)), max(stored_at) FROM events",
+            (prefix,),
+        ) or (0, 0, 0, None)
+        return TableCounts(rows, distinct, this_run, last)
+
+    def mysql_counts(self, prefix: str) -> TableCounts:
+        rows, distinct, this_run, last = self.mysql_one(
+            "SELECT count(*), count(DISTINCT event_id), coalesce(sum(left(event_id, %s) = %s), 0),"
+            " max(projected_at) FROM events_projection",
+            (len(prefix), prefix),
+        ) or (0, 0, 0, None)
+        # MySQL keeps naive UTC.
+        last = last.replace(tzinfo=UTC) if last is not None else None
+        return TableCounts(int(rows), int(distinct), int(this_run), last)
+
+
+def mysql_connect(url: str) -> Any:
+    parts = urlsplit(url)
+    options: dict[str, Any] = {
+        "host": parts.hostname or "127.0.0.1",
+        "port": parts.port or 3306,
+        "user": unquote(parts.username or "root"),
+        "connect_timeout": 10,
+        "read_timeout": 600,
+        "write_timeout": 600,
+        "init_command": "SET SESSION lock_wait_timeout = 60",
+        "autocommit": True,
+    }
+    if parts.password:
+        options["password"] = unquote(parts.password)
+    database = parts.path.lstrip("/")
+    if database:
+        options["database"] = database
+    return MySQLdb.connect(**options)
+
+
+class RssSampler(threading.Thread):
+    """Samples the RSS of each group of processes (a root and its descendants) until stopped."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        super().__init__(name="rss-sampler", daemon=True)
+        self.interval = interval
+        self.groups: dict[str, int] = {}
+        self.samples: list[tuple[float, dict[str, int]]] = []
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    def watch(self, name: str, root_pid: int) -> None:
+        with self._lock:
+            self.groups[name] = root_pid
+
+    def sample(self) -> tuple[float, dict[str, int]]:
+        with self._lock:
+            groups = dict(self.groups)
+        taken = (
+            time.monotonic(),
+            {name: rss_bytes(process_tree(pid)) for name, pid in groups.items()},
+        )
+        with self._lock:
+            self.samples.append(taken)
+        return taken
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self.is_alive():
+            self.join(timeout=10)
+
+    def window(self, start: float, end: float) -> list[dict[str, int]]:
+        with self._lock:
+            return [values for taken, values in self.samples if start <= taken <= end]
