@@ -10,17 +10,15 @@ from typing import Any
 
 from flask import Blueprint, current_app, g
 from marshmallow import ValidationError
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from ingest.config import Settings
 from ingest.events import utc_now
+from ingest.status import event_status
 from ingest_api.auth import require_key
 from ingest_api.body import json_body
 from ingest_api.errors import Problem
 from ingest_api.publisher import PublishError
 from ingest_api.schemas import BatchSchema, EventSchema
-from models import Event, engine_for
 
 logger = logging.getLogger(__name__)
 
@@ -106,21 +104,10 @@ def post_batch() -> tuple[dict[str, Any], int]:
 
 @events.get("/events/<event_id>")
 def get_event(event_id: str) -> dict[str, Any]:
-    with Session(engine_for(settings().postgres_url)) as session:
-        row = session.scalar(select(Event).where(Event.event_id == event_id))
-    if row is None:
+    status = event_status(settings().postgres_url, event_id)
+    if status is None:
         raise Problem(404, f"No event {event_id!r} is stored (yet).")
-    return {
-        "event_id": row.event_id,
-        "event_type": row.event_type,
-        "status": "projected" if row.projected_at else "stored",
-        "received_at": iso(row.received_at),
-        "stored_at": iso(row.stored_at),
-        "projected_at": iso(row.projected_at),
-        "projection_attempts": row.projection_attempts,
-        "conflict": row.conflict_payload_sha256 is not None,
-        "conflict_at": iso(row.conflict_at),
-    }
+    return status
 
 
 def validate_batch_item(item: Any) -> tuple[dict[str, Any], Any]:
@@ -173,7 +160,3 @@ def broker_confirm() -> Iterator[None]:
             "The broker did not confirm the event in time; nothing was accepted. Retry later.",
             headers={"Retry-After": RETRY_AFTER},
         ) from exc
-
-
-def iso(moment: Any) -> str | None:
-    return moment.isoformat() if moment is not None else None

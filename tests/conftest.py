@@ -11,19 +11,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from flask import Flask
 from flask.testing import FlaskClient
 from kombu import Connection
 from sqlalchemy import create_engine, text
 
+from ingest.cli.maintenance import migrate
 from ingest.config import Settings
 from ingest_api import create_app
 from models import dispose_engines, engine_for
 from models.engines import sqlalchemy_url
 from tasks.topology import DEAD_QUEUE_DECLARATION, WORK_QUEUES, declare_topology
-from tests.support import ROOT, Worker, running_workers
+from tests.support import Worker, running_workers
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "INGEST_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -50,13 +49,6 @@ def _rabbitmqctl(*args: str) -> None:
     result = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr or result.stdout}")
-
-
-def migrate(settings: Settings) -> None:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["settings"] = settings
-    config.attributes["configure_logging"] = False
-    command.upgrade(config, "head")
 
 
 @pytest.fixture(scope="session")

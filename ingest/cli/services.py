@@ -1,0 +1,196 @@
+"""The service's processes: thin wrappers that exec gunicorn or celery, and `ingest up`.
+
+Each wrapper checks the settings its process needs, then replaces itself with the real
+command; arguments after the options go to that command unchanged. The plain commands
+(`gunicorn ingest_api.wsgi:app`, `celery -A tasks worker ...`) keep working.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ingest.cli.context import CliContext, pass_cli
+from ingest.cli.maintenance import migrate
+from ingest.cli.supervisor import supervise
+from ingest.config import ConfigError, Settings
+from tasks.topology import PERSIST_QUEUE, PROJECTION_QUEUE
+
+BEAT_SCHEDULE = Path("var") / "celerybeat-schedule"
+PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
+extra_args = click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+
+
+def serve_argv(bind: str, workers: int, extra: tuple[str, ...] = ()) -> list[str]:
+    return [
+        sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
+        "--worker-class", "gthread", "--threads", "16", *extra, "ingest_api.wsgi:app",
+    ]  # fmt: skip
+
+
+def celery_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "tasks", *args]
+
+
+def worker_argv(extra: tuple[str, ...] = ()) -> list[str]:
+    return celery_argv("worker", "-Q", PERSIST_QUEUE, "-n", "persist@%h", *extra)
+
+
+def projector_argv(extra: tuple[str, ...] = ()) -> list[str]:
+    return celery_argv("worker", "-Q", PROJECTION_QUEUE, "-n", "projector@%h", *extra)
+
+
+def beat_argv(extra: tuple[str, ...] = ()) -> list[str]:
+    # Beat remembers when each task last ran in this file, under ./var/.
+    BEAT_SCHEDULE.parent.mkdir(exist_ok=True)
+    return celery_argv("beat", "-s", str(BEAT_SCHEDULE), *extra)
+
+
+def flower_argv(address: str, port: int, extra: tuple[str, ...] = ()) -> list[str]:
+    return celery_argv("flower", f"--address={address}", f"--port={port}", *extra)
+
+
+def checked(settings: Settings, *, api: bool = False, flower: bool = False) -> Settings:
+    """Fail before starting anything when a process would refuse to run or run unsafely."""
+    try:
+        if api:
+            settings.check_api()
+        if flower and not (settings.flower_basic_auth or "").partition(":")[2]:
+            # Flower reads FLOWER_BASIC_AUTH itself; without it the dashboard would be open.
+            raise ConfigError("FLOWER_BASIC_AUTH must be user:password; Flower needs a login")
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    return settings
+
+
+def run(cli: CliContext, argv: list[str]) -> None:
+    """Become `argv`, with the environment over `.env`: signals go straight to it."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(argv[0], argv, cli.environ)
+
+
+@click.command("serve", context_settings=PASS_THROUGH)
+@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on.")
+@click.option(
+    "--workers", type=click.IntRange(1), default=2, show_default=True, help="gunicorn processes."
+)
+@extra_args
+@pass_cli
+def serve_command(cli: CliContext, bind: str, workers: int, extra: tuple[str, ...]) -> None:
+    """Serve the HTTP API with gunicorn.
+
+    Runs `gunicorn ingest_api.wsgi:app` with gthread workers of 16 threads each.
+    Extra arguments go to gunicorn, e.g. `ingest serve --bind 0.0.0.0:8000 --timeout 60`.
+    """
+    checked(cli.settings(), api=True)
+    run(cli, serve_argv(bind, workers, extra))
+
+
+@click.command("worker", context_settings=PASS_THROUGH)
+@extra_args
+@pass_cli
+def worker_command(cli: CliContext, extra: tuple[str, ...]) -> None:
+    """Run the persist worker (ingest.persist).
+
+    It stores the events of queue ingest.persist in PostgreSQL.
+    Runs `celery -A tasks worker -Q ingest.persist -n persist@%h`; extra arguments go to
+    celery, e.g. `ingest worker -c 4 -l info`.
+    """
+    checked(cli.settings())
+    run(cli, worker_argv(extra))
+
+
+@click.command("projector", context_settings=PASS_THROUGH)
+@extra_args
+@pass_cli
+def projector_command(cli: CliContext, extra: tuple[str, ...]) -> None:
+    """Run the projection worker (ingest.projection).
+
+    It upserts the events of queue ingest.projection into MySQL.
+    Runs `celery -A tasks worker -Q ingest.projection -n projector@%h`; extra arguments go
+    to celery, e.g. `ingest projector -c 2 -l info`.
+    """
+    checked(cli.settings())
+    run(cli, projector_argv(extra))
+
+
+@click.command("beat", context_settings=PASS_THROUGH)
+@extra_args
+@pass_cli
+def beat_command(cli: CliContext, extra: tuple[str, ...]) -> None:
+    """Run celery beat (schedules the reconciler).
+
+    Beat starts the reconciler every INGEST_RECONCILE_INTERVAL_SECONDS.
+    Runs `celery -A tasks beat -s var/celerybeat-schedule`; run exactly one beat per
+    deployment. Extra arguments go to celery.
+    """
+    checked(cli.settings())
+    run(cli, beat_argv(extra))
+
+
+@click.command("flower", context_settings=PASS_THROUGH)
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=5555, show_default=True)
+@extra_args
+@pass_cli
+def flower_command(cli: CliContext, address: str, port: int, extra: tuple[str, ...]) -> None:
+    """Run Flower, the task dashboard.
+
+    Flower asks for the login in FLOWER_BASIC_AUTH (user:password).
+    Runs `celery -A tasks flower`; extra arguments go to Flower.
+    """
+    checked(cli.settings(), flower=True)
+    run(cli, flower_argv(address, port, extra))
+
+
+@click.command("up")
+@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="API's HOST:PORT.")
+@click.option(
+    "--workers", type=click.IntRange(1), default=2, show_default=True, help="API processes."
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1),
+    default=None,
+    help="Processes per Celery worker [default: one per CPU].",
+)
+@click.option("--flower-port", type=click.IntRange(1, 65535), default=5555, show_default=True)
+@click.option(
+    "--stop-timeout",
+    type=click.FloatRange(0),
+    default=20.0,
+    show_default=True,
+    help="Seconds each process gets to stop before it is killed.",
+)
+@pass_cli
+def up_command(
+    cli: CliContext,
+    bind: str,
+    workers: int,
+    concurrency: int | None,
+    flower_port: int,
+    stop_timeout: float,
+) -> None:
+    """Run the whole service here, until Ctrl-C.
+
+    Migrates both databases, then starts the API, the persist worker, the projection worker,
+    celery beat and Flower, each log line prefixed with its process. Ctrl-C (or SIGTERM)
+    stops them all; so does any of them exiting, and then `ingest up` exits with 1.
+    """
+    settings = checked(cli.settings(), api=True, flower=True)
+    migrate(settings, configure_logging=True)
+    celery_options = ("-l", "info", *(("-c", str(concurrency)) if concurrency else ()))
+    commands = {
+        "api": serve_argv(bind, workers),
+        "worker": worker_argv(celery_options),
+        "projector": projector_argv(celery_options),
+        "beat": beat_argv(("-l", "info")),
+        "flower": flower_argv("127.0.0.1", flower_port),
+    }
+    click.echo(f"API on http://{bind}, Flower on http://127.0.0.1:{flower_port}; Ctrl-C stops.")
+    # Python children would otherwise hold their output back in a pipe's block buffer.
+    sys.exit(supervise(commands, {**cli.environ, "PYTHONUNBUFFERED": "1"}, stop_timeout))

@@ -1,0 +1,472 @@
+"""The `ingest` command line against the real servers, with real service processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import click
+import requests
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from click.testing import CliRunner, Result
+from flask import Flask
+from flask.testing import FlaskClient
+from kombu import Connection
+from werkzeug.serving import make_server
+
+from ingest.cli import main
+from ingest.cli.maintenance import ALEMBIC_INI
+from ingest.config import Settings
+from ingest_api import create_app
+from models import session_scope
+from tasks.persist import store_events
+from tasks.topology import DEAD_QUEUE
+from tests.conftest import AUTH, MYSQL_ADMIN_URL, POSTGRES_ADMIN_URL, _rabbitmqctl, admin_sql, event
+from tests.support import (
+    VENV_BIN,
+    Worker,
+    projected_count,
+    rows,
+    scalar,
+    service_env,
+    stored_count,
+    wait_until,
+)
+
+FLOWER_LOGIN = ("admin", "flower-test-password")
+
+
+def invoke(settings: Settings, *args: str, **env: str) -> Result:
+    """Run `ingest ARGS` in this process, with the settings' environment and no .env file."""
+    return CliRunner().invoke(
+        main, ["--env-file", os.devnull, *args], env=service_env(settings, **env)
+    )
+
+
+def run_ingest(
+    settings: Settings, *args: str, cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed `ingest` command as a user would."""
+    return subprocess.run(
+        [str(VENV_BIN / "ingest"), *args],
+        cwd=cwd,
+        env=service_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@contextmanager
+def private_settings(settings: Settings, suffix: str) -> Iterator[Settings]:
+    """Empty, unmigrated databases and a vhost of their own: no worker of the run sees them."""
+    name = f"{settings.postgres_url.rsplit('/', 1)[1]}_{suffix}"
+    vhost = name.replace("_", "-")
+    admin_sql(POSTGRES_ADMIN_URL, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
+    admin_sql(MYSQL_ADMIN_URL, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
+    _rabbitmqctl("add_vhost", vhost)
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield settings.replace(
+            broker_url=settings.broker_url.rsplit("/", 1)[0] + f"/{vhost}",
+            postgres_url=POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
+            mysql_url=MYSQL_ADMIN_URL.rstrip("/") + f"/{name}",
+        )
+    finally:
+        admin_sql(POSTGRES_ADMIN_URL, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin_sql(MYSQL_ADMIN_URL, f"DROP DATABASE IF EXISTS {name}")
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+@contextmanager
+def serving(app: Flask) -> Iterator[str]:
+    """The app on a free loopback port, in a thread; yields its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def dead_depth(settings: Settings) -> int:
+    with Connection(settings.broker_url) as connection:
+        return connection.default_channel.queue_declare(DEAD_QUEUE, passive=True).message_count
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(Config(str(ALEMBIC_INI))).get_current_head()
+    assert head
+    return head
+
+
+def test_every_command_answers_help() -> None:
+    def paths(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+        yield path
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                yield from paths(sub, (*path, name))
+
+    every = list(paths(main))
+    expected = {"up", "serve", "worker", "projector", "beat", "flower", "migrate", "reconcile"}
+    expected |= {"status", "send", "dead-letters list", "dead-letters replay"}
+    assert expected <= {" ".join(path) for path in every}
+    for path in every:
+        result = CliRunner().invoke(main, [*path, "--help"], prog_name="ingest")
+        assert result.exit_code == 0, result.output
+        assert f"Usage: ingest {' '.join(path)}".rstrip() in result.output
+    installed = subprocess.run(
+        [str(VENV_BIN / "ingest"), "--help"], capture_output=True, text=True, check=False
+    )
+    assert installed.returncode == 0
+    assert "dead-letters" in installed.stdout
+
+
+def test_migrate_creates_both_schemas_and_can_run_again(settings: Settings, tmp_path: Path) -> None:
+    with private_settings(settings, "migrate") as fresh:
+        for _ in range(2):
+            result = run_ingest(fresh, "migrate", cwd=tmp_path)
+            assert result.returncode == 0, result.stderr
+            assert "PostgreSQL and MySQL are at the newest revision." in result.stdout
+            assert fresh.mysql_url
+            for url in (fresh.postgres_url, fresh.mysql_url):
+                assert scalar(url, "SELECT version_num FROM alembic_version") == head_revision()
+        assert scalar(fresh.postgres_url, "SELECT count(*) FROM events") == 0
+        assert scalar(fresh.mysql_url, "SELECT count(*) FROM events_projection") == 0
+
+
+def test_a_setting_that_is_wrong_is_named(settings: Settings) -> None:
+    result = invoke(settings, "status", "x", INGEST_MAX_BATCH_EVENTS="many")
+
+    assert result.exit_code == 1
+    assert "INGEST_MAX_BATCH_EVENTS must be an integer, not 'many'" in result.stderr
+
+
+def test_env_file_fills_what_the_environment_lacks(settings: Settings, tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    # The environment names the test database; the file's URL must not win over it.
+    env_file.write_text(
+        "POSTGRES_URL=postgresql://postgres@127.0.0.1:1/nowhere\nINGEST_MAX_BATCH_EVENTS=many\n"
+    )
+    result = CliRunner().invoke(
+        main, ["--env-file", str(env_file), "status", "x"], env=service_env(settings)
+    )
+    assert "INGEST_MAX_BATCH_EVENTS must be an integer" in result.stderr
+
+    env_file.write_text("POSTGRES_URL=postgresql://postgres@127.0.0.1:1/nowhere\n")
+    result = CliRunner().invoke(
+        main, ["--env-file", str(env_file), "status", "x"], env=service_env(settings)
+    )
+    assert result.exit_code == 1
+    assert result.stderr == "No event 'x' is stored (yet).\n"
+
+
+def test_status_prints_what_the_api_answers_and_fails_for_a_missing_event(
+    client: FlaskClient, pipeline: Settings
+) -> None:
+    assert client.post("/v1/events", json=event("status-1"), headers=AUTH).status_code == 202
+    wait_until(
+        lambda: (
+            rows(pipeline.postgres_url, "SELECT projected_at FROM events")[0]["projected_at"]
+            if stored_count(pipeline)
+            else None
+        ),
+        what="the event projected",
+    )
+
+    found = invoke(pipeline, "status", "status-1")
+    missing = invoke(pipeline, "status", "status-2")
+
+    assert found.exit_code == 0, found.output
+    shown = json.loads(found.stdout)
+    assert shown == client.get("/v1/events/status-1", headers=AUTH).json
+    assert shown["status"] == "projected"
+    assert shown["conflict"] is False
+    assert missing.exit_code == 1
+    assert missing.stdout == ""
+    assert missing.stderr == "No event 'status-2' is stored (yet).\n"
+
+
+def test_reconcile_projects_what_was_stored_but_never_projected(clean: Settings) -> None:
+    # Stored through the persist path with no projection behind it, as after a crash.
+    with session_scope(clean.postgres_url) as session:
+        store_events(
+            session,
+            [{**event(f"r-{i}"), "received_at": "2026-11-27T09:00:01+00:00"} for i in range(5)],
+        )
+
+    too_young = invoke(clean, "reconcile", "--since", "1h")
+    everything = invoke(clean, "reconcile", "--since", "0", INGEST_RECONCILE_CHUNK_SIZE="2")
+    again = invoke(clean, "reconcile", "--since", "0")
+    nonsense = invoke(clean, "reconcile", "--since", "soon")
+
+    assert too_young.exit_code == 0, too_young.output
+    assert too_young.stdout == "Projected 0 events into MySQL.\n"
+    assert everything.exit_code == 0, everything.output
+    assert everything.stdout == "Projected 5 events into MySQL.\n"
+    assert again.stdout == "Projected 0 events into MySQL.\n"
+    assert nonsense.exit_code == 2
+    assert "--since" in nonsense.stderr
+    assert "like 90s, 15m, 2h, 1d, not 'soon'" in nonsense.stderr
+    projected = rows(clean.mysql_url or "", "SELECT event_id FROM events_projection")
+    assert sorted(row["event_id"] for row in projected) == [f"r-{i}" for i in range(5)]
+    assert scalar(clean.postgres_url, "SELECT count(*) FROM events WHERE projected_at IS NULL") == 0
+
+
+def test_reconcile_without_mysql_says_the_projection_is_off(settings: Settings) -> None:
+    result = invoke(settings, "reconcile", MYSQL_URL="")
+
+    assert result.exit_code == 1
+    assert "MYSQL_URL is unset: the projection is off" in result.stderr
+
+
+def test_dead_letters_are_listed_without_loss_then_replayed_once_fixed(
+    settings: Settings,
+) -> None:
+    with private_settings(settings, "dead") as private:
+        private = private.replace(mysql_url=None)
+        app = create_app(private)
+        try:
+            for event_id in ("dl-1", "dl-2"):
+                response = app.test_client().post("/v1/events", json=event(event_id), headers=AUTH)
+                assert response.status_code == 202
+        finally:
+            app.extensions["ingest.publisher"].close()
+        # A worker against a database nobody migrated: each task fails for good.
+        broken = Worker(private, "ingest.persist", "persist-unmigrated", concurrency=1)
+        try:
+            wait_until(lambda: dead_depth(private) == 2, timeout=60, what="two dead letters")
+        finally:
+            broken.stop()
+
+        listed = invoke(private, "dead-letters", "list")
+        listed_again = invoke(private, "dead-letters", "list")
+        first_only = invoke(private, "dead-letters", "list", "--limit", "1")
+
+        assert listed.exit_code == 0, listed.output
+        assert dead_depth(private) == 2
+        for output in (listed.stdout, listed_again.stdout):
+            assert output.count("ingest.persist_event ") == 2
+            assert output.count("died: rejected in ingest.persist, 1 time, last at ") == 2
+            assert "events: dl-1\n" in output
+            assert "events: dl-2\n" in output
+            assert output.endswith("ingest.dead holds 2 messages.\n")
+        assert first_only.stdout.count("ingest.persist_event ") == 1
+        assert first_only.stdout.endswith("ingest.dead holds 2 messages (showing 1).\n")
+
+        # The cause fixed, a healthy worker takes what is replayed.
+        assert invoke(private, "migrate").exit_code == 0
+        worker = Worker(private, "ingest.persist", "persist", concurrency=1)
+        try:
+            one = invoke(private, "dead-letters", "replay", "--limit", "1")
+            assert one.exit_code == 0, one.output
+            assert one.stdout.endswith("Replayed 1 message.\n")
+            [replayed] = re.findall(r"to ingest\.persist \(events: (dl-\d)\)", one.stdout)
+            wait_until(lambda: stored_count(private) == 1, what="the replayed event stored")
+            assert rows(private.postgres_url, "SELECT event_id FROM events") == [
+                {"event_id": replayed}
+            ]
+            assert dead_depth(private) == 1
+
+            rest = invoke(private, "dead-letters", "replay")
+            assert rest.stdout.endswith("Replayed 1 message.\n")
+            wait_until(lambda: stored_count(private) == 2, what="both events stored")
+            assert dead_depth(private) == 0
+            time.sleep(1)  # a replayed task that failed again would be back by now
+            assert dead_depth(private) == 0
+            assert (
+                invoke(private, "dead-letters", "list").stdout == "ingest.dead holds 0 messages.\n"
+            )
+        finally:
+            worker.stop()
+
+
+def test_send_reports_each_rejected_line_and_stores_the_rest(
+    app: Flask, pipeline: Settings, tmp_path: Path
+) -> None:
+    good = [json.dumps(event(f"send-{i}")) for i in range(5)]
+    lines = [
+        good[0],
+        "",
+        '{"event_id": "send-x", ',
+        good[1],
+        json.dumps(event("bad id!")),
+        "[1, 2]",
+        good[2],
+        good[3],
+        good[4],
+    ]
+    events_file = tmp_path / "events.jsonl"
+    events_file.write_text("\n".join(lines) + "\n")
+
+    with serving(app) as url:
+        # Batches of two: the second batch holds only invalid events (a 422 for the batch).
+        result = invoke(pipeline, "send", str(events_file), "--url", url, "--batch-size", "2")
+
+    assert result.exit_code == 1, result.output
+    summary = result.stdout.splitlines()
+    assert summary[0] == "5 accepted, 3 rejected."
+    assert summary[1].startswith("  line 3: not JSON: ")
+    assert summary[2].startswith("  line 5: event_id: ")
+    assert summary[3] == "  line 6: _event: Each event must be a JSON object."
+    assert len(summary) == 4
+    wait_until(lambda: stored_count(pipeline) == 5, what="five events stored")
+    stored = rows(pipeline.postgres_url, "SELECT event_id FROM events ORDER BY event_id")
+    assert [row["event_id"] for row in stored] == [f"send-{i}" for i in range(5)]
+
+
+def test_send_waits_out_a_503_then_gives_up(settings: Settings, tmp_path: Path) -> None:
+    unreachable = settings.replace(
+        broker_url=f"amqp://guest:guest@127.0.0.1:{free_port()}//", publish_timeout=1
+    )
+    app = create_app(unreachable)
+    events_file = tmp_path / "events.jsonl"
+    events_file.write_text(json.dumps(event("never")) + "\n")
+
+    started = time.monotonic()
+    with serving(app) as url:
+        result = invoke(settings, "send", str(events_file), "--url", url, "--retries", "1")
+    elapsed = time.monotonic() - started
+
+    assert result.exit_code == 1
+    assert "the API answered 503" in result.stderr
+    assert "retrying in 5s" in result.stderr  # the API's Retry-After
+    assert "gave up after 2 attempts" in result.stderr
+    assert elapsed >= 5
+
+
+def descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@contextmanager
+def ingest_up(settings: Settings, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
+    """`ingest up` on free ports; yields the process and the API's and Flower's URLs. Whatever
+    it started is killed at the end, whatever happened."""
+    api, flower = free_port(), free_port()
+    command = [
+        str(VENV_BIN / "ingest"), "up", "--bind", f"127.0.0.1:{api}", "--flower-port", str(flower),
+        "--workers", "1", "--concurrency", "1",
+    ]  # fmt: skip
+    env = service_env(settings, FLOWER_BASIC_AUTH=":".join(FLOWER_LOGIN))
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, cwd=log.parent, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+    started: set[int] = set()
+    try:
+        api_url = f"http://127.0.0.1:{api}"
+        wait_until(lambda: ready(process, api_url, log), timeout=120, what="ingest up ready")
+        started = descendants(process.pid)
+        yield process, api_url, f"http://127.0.0.1:{flower}"
+    finally:
+        for pid in [process.pid, *started, *descendants(process.pid)]:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        process.wait()
+
+
+def ready(process: subprocess.Popen[bytes], api_url: str, log: Path) -> bool:
+    if process.poll() is not None:
+        raise AssertionError(f"ingest up exited with {process.returncode}:\n{log.read_text()}")
+    try:
+        return requests.get(f"{api_url}/readyz", timeout=10).status_code == 200
+    except requests.RequestException:  # not listening yet, or too busy starting to answer
+        return False
+
+
+def test_up_runs_the_whole_service_and_ctrl_c_stops_all_of_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    log = tmp_path / "up.log"
+    with private_settings(settings, "up") as private, ingest_up(private, log) as running:
+        process, api_url, flower_url = running
+
+        response = requests.post(
+            f"{api_url}/v1/events", json=event("up-1"), headers=AUTH, timeout=10
+        )
+        assert response.status_code == 202
+        wait_until(lambda: projected_count(private) == 1, timeout=60, what="the event in MySQL")
+        assert stored_count(private) == 1
+        wait_until(lambda: flower_answers(flower_url), timeout=60, what="Flower to answer")
+        assert requests.get(flower_url, timeout=10).status_code == 401
+        assert requests.get(flower_url, auth=FLOWER_LOGIN, timeout=10).status_code == 200
+
+        children = descendants(process.pid)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0, log.read_text()
+
+        assert [pid for pid in children if alive(pid)] == []
+        output = log.read_text()
+        for name in ("api", "worker", "projector", "beat", "flower"):
+            assert f"\n{name:<9} | " in output, f"no output from {name}:\n{output}"
+        assert "ingest up: SIGINT, stopping" in output
+
+
+def flower_answers(url: str) -> bool:
+    try:
+        requests.get(url, timeout=10)
+    except requests.RequestException:
+        return False
+    return True
+
+
+def test_up_stops_everything_and_fails_when_one_process_dies(
+    settings: Settings, tmp_path: Path
+) -> None:
+    log = tmp_path / "up.log"
+    with private_settings(settings, "updie") as private, ingest_up(private, log) as running:
+        process = running[0]
+        children = descendants(process.pid)
+        [beat] = [
+            pid
+            for pid in children
+            if b" beat" in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        ]
+
+        os.kill(beat, signal.SIGKILL)
+
+        assert process.wait(timeout=60) == 1
+        assert [pid for pid in children if alive(pid)] == []
+        assert "ingest up: beat exited with code -9; stopping the others" in log.read_text()
