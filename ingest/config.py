@@ -33,6 +33,8 @@ class Settings:
     reconcile_chunk_size: int = 500
     projection_max_retries: int = 8
     cors_origins: tuple[str, ...] = ()
+    # A worker serves its task metrics on this port when set; each worker needs its own.
+    worker_metrics_port: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -60,6 +62,7 @@ class Settings:
                 env, "INGEST_PROJECTION_MAX_RETRIES", cls.projection_max_retries
             ),
             cors_origins=_split(env.get("INGEST_CORS_ORIGINS", "")),
+            worker_metrics_port=_int(env, "INGEST_WORKER_METRICS_PORT", 0) or None,
         )
 
     def replace(self, **changes: object) -> Settings:

@@ -9,8 +9,12 @@ import uuid
 from flask import Flask, Response, g, request
 
 from ingest.config import Settings
+from ingest_api.cors import init_cors
 from ingest_api.errors import register_error_handlers
 from ingest_api.grouping import EventGrouper
+from ingest_api.metrics import init_metrics
+from ingest_api.observe import init_observability
+from ingest_api.openapi import init_openapi
 from ingest_api.publisher import Publisher
 from tasks.celery_app import create_celery
 
@@ -25,7 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Defaults, then the given settings (or the environment), then extensions, then routes."""
     settings = settings or Settings.from_env()
     settings.check_api()
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no static files: no /static route
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.extensions["ingest.settings"] = settings
@@ -41,12 +45,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.before_request(_assign_request_id)
     app.after_request(_echo_request_id)
     register_error_handlers(app)
+    # Observability first: the CORS preflight answer stops the other before_request hooks.
+    init_observability(app)
+    init_cors(app, settings.cors_origins)
 
     from ingest_api.events import events
     from ingest_api.health import health
 
     app.register_blueprint(events)
     app.register_blueprint(health)
+    init_metrics(app, settings, publisher.celery)
+    init_openapi(app, settings)
     return app
 
 

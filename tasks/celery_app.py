@@ -94,7 +94,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def create_celery(settings: Settings | None = None) -> IngestCelery:
     """A Celery app for `settings`, or for the environment when it is first configured."""
-    return IngestCelery(settings, include=["tasks.persist", "tasks.projection"])
+    return IngestCelery(
+        settings, include=["tasks.persist", "tasks.projection", "tasks.observability"]
+    )
 
 
 app = create_celery()

@@ -1,0 +1,128 @@
+"""Prometheus metrics: what the API answered (counted per request, summed over every gunicorn
+worker) and, at scrape time, what the pipeline holds (read from PostgreSQL and RabbitMQ).
+
+Under gunicorn with several workers each worker writes its counters to files in
+PROMETHEUS_MULTIPROC_DIR (ingest_api.gunicorn_config sets it up) and `/metrics` sums them;
+without that variable the counters live in the one process that serves `/metrics`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping
+
+from celery import Celery
+from flask import Blueprint, Flask, Response, current_app, request
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from sqlalchemy import text
+
+from ingest.config import Settings
+from models import engine_for
+from tasks.topology import DEAD_QUEUE
+
+logger = logging.getLogger(__name__)
+
+REQUEST_SECONDS = Histogram(
+    "ingest_http_request_duration_seconds",
+    "HTTP requests by method, route and status, with their duration in seconds.",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+EVENTS_ACCEPTED = Counter(
+    "ingest_events_accepted", "Events the API accepted (202, confirmed by the broker)."
+)
+EVENTS_REJECTED = Counter(
+    "ingest_events_rejected",
+    "Events the API refused, by reason; a request refused as a whole counts once.",
+    ["reason"],
+)
+PUBLISH_FAILURES = Counter(
+    "ingest_publish_failures",
+    "Requests answered 503 because the broker did not confirm the publish in time.",
+)
+
+metrics = Blueprint("metrics", __name__)
+
+
+@metrics.get("/metrics")
+def scrape() -> Response:
+    """No key needed: Prometheus scrapes it. Holds counts and ages, never event content."""
+    registry = CollectorRegistry(auto_describe=False)
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        MultiProcessCollector(registry)
+    else:
+        registry.register(REGISTRY)
+    registry.register(current_app.extensions["ingest.pipeline_collector"])
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return Response(encoder(registry), content_type=content_type)
+
+
+def init_metrics(app: Flask, settings: Settings, celery: Celery) -> None:
+    app.extensions["ingest.pipeline_collector"] = PipelineCollector(settings, celery)
+    app.register_blueprint(metrics)
+
+
+class PipelineCollector(Collector):
+    """Events stored, projection backlog and lag, dead letters. A source that cannot be read
+    leaves its figures out of the scrape (and logs why) rather than failing the scrape."""
+
+    def __init__(self, settings: Settings, celery: Celery) -> None:
+        self.settings = settings
+        self.celery = celery
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            figures = self._postgres_figures()
+        except Exception as exc:  # noqa: BLE001 - a scrape must still answer
+            logger.warning("Metrics: PostgreSQL could not be read: %s", exc)
+        else:
+            yield _gauge("ingest_events_stored", "Events stored in PostgreSQL.", figures["stored"])
+            if self.settings.mysql_url:
+                yield _gauge(
+                    "ingest_projection_pending",
+                    "Stored events not yet projected to MySQL.",
+                    figures["pending"],
+                )
+                yield _gauge(
+                    "ingest_projection_lag_seconds",
+                    "Age of the oldest stored event not yet projected to MySQL; 0 when none.",
+                    figures["lag"],
+                )
+        try:
+            dead = self._dead_letters()
+        except Exception as exc:  # noqa: BLE001 - a scrape must still answer
+            logger.warning("Metrics: the dead-letter queue could not be read: %s", exc)
+        else:
+            yield _gauge("ingest_dead_letter_messages", f"Messages parked in {DEAD_QUEUE}.", dead)
+
+    def _postgres_figures(self) -> Mapping[str, float]:
+        # The pending figures use the partial index on unprojected rows, so they stay cheap.
+        with engine_for(self.settings.postgres_url).connect() as connection:
+            row = connection.execute(
+                text(
+                    "SELECT (SELECT count(*) FROM events) AS stored,"
+                    " count(*) AS pending,"
+                    " coalesce(extract(epoch FROM now() - min(stored_at)), 0) AS lag"
+                    " FROM events WHERE projected_at IS NULL"
+                )
+            ).one()
+        return {"stored": row.stored, "pending": row.pending, "lag": float(row.lag)}
+
+    def _dead_letters(self) -> int:
+        timeout = self.settings.publish_timeout
+        with self.celery.connection_for_read(
+            connect_timeout=timeout, transport_options={"max_retries": 0}
+        ) as connection:
+            connection.connect()
+            # Passive: only asks for the depth, never creates the queue.
+            declared = connection.default_channel.queue_declare(DEAD_QUEUE, passive=True)
+        return declared.message_count
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)

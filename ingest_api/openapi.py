@@ -1,0 +1,386 @@
+"""The OpenAPI 3 description at /openapi.json, built from the marshmallow schemas, and /docs.
+
+/openapi.json needs a write key like every other endpoint. /docs and its assets do not: they
+are only the Swagger UI renderer vendored by the swagger-ui-bundle package and a page that asks
+for the key, then fetches the description with it. Nothing on the page leaves the machine.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from importlib.metadata import version
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, Flask, Response, abort, current_app, send_from_directory
+from marshmallow import INCLUDE, Schema, fields, validate
+from swagger_ui_bundle import swagger_ui_path
+
+from ingest.config import Settings
+from ingest_api.auth import require_key
+from ingest_api.schemas import EVENT_ID_PATTERN, BatchSchema, EventSchema, Rfc3339DateTime
+
+# The renderer's files /docs loads; nothing else of the vendored directory is served.
+DOCS_ASSETS = frozenset({"swagger-ui-bundle.js", "swagger-ui.css"})
+
+openapi = Blueprint("openapi", __name__)
+
+
+@openapi.get("/openapi.json")
+def description() -> dict[str, Any]:
+    require_key(current_app.extensions["ingest.settings"])
+    return current_app.extensions["ingest.openapi"]
+
+
+@openapi.get("/docs")
+def docs() -> Response:
+    page = resources.files("ingest_api").joinpath("docs.html").read_text(encoding="utf-8")
+    return Response(page, mimetype="text/html")
+
+
+@openapi.get("/docs/<asset>")
+def docs_asset(asset: str) -> Response:
+    if asset not in DOCS_ASSETS:
+        abort(404)
+    return send_from_directory(swagger_ui_path, asset, max_age=86400)
+
+
+def init_openapi(app: Flask, settings: Settings) -> None:
+    app.extensions["ingest.openapi"] = build_description(settings)
+    app.register_blueprint(openapi)
+
+
+# What the API answers, for the description only: the views build these documents themselves.
+class AcceptedSchema(Schema):
+    event_id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["accepted"]))
+
+
+class BatchItemResultSchema(Schema):
+    index = fields.Integer(required=True)
+    event_id = fields.String(required=True, allow_none=True)
+    status = fields.String(required=True, validate=validate.OneOf(["accepted", "rejected"]))
+    errors = fields.Dict(
+        metadata={"description": "Only on a rejected event: each field with what is wrong."}
+    )
+
+
+class BatchResultSchema(Schema):
+    accepted = fields.Integer(required=True)
+    rejected = fields.Integer(required=True)
+    results = fields.List(
+        fields.Nested(BatchItemResultSchema),
+        required=True,
+        metadata={"description": "One result per event, in the order sent."},
+    )
+
+
+class EventStatusSchema(Schema):
+    event_id = fields.String(required=True)
+    event_type = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["stored", "projected"]))
+    received_at = fields.DateTime(required=True)
+    stored_at = fields.DateTime(required=True)
+    projected_at = fields.DateTime(required=True, allow_none=True)
+    projection_attempts = fields.Integer(required=True)
+    conflict = fields.Boolean(
+        required=True,
+        metadata={"description": "The same event_id later arrived with another payload."},
+    )
+    conflict_at = fields.DateTime(required=True, allow_none=True)
+
+
+class ProblemSchema(Schema):
+    """RFC 9457 problem details; extension members are allowed."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    type = fields.String(required=True)
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String(required=True)
+    request_id = fields.String()
+    errors = fields.Raw(metadata={"description": "Each field with what is wrong."})
+    limit = fields.String(metadata={"description": "The variable that sets the limit."})
+    limit_value = fields.Integer()
+    results = fields.List(
+        fields.Nested(BatchItemResultSchema),
+        metadata={"description": "A batch with no valid event: why each one was rejected."},
+    )
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ok"]))
+
+
+class ReadinessSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ready", "unavailable"]))
+    checks = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(validate=validate.OneOf(["ok", "down"])),
+        required=True,
+    )
+
+
+def build_description(settings: Settings) -> dict[str, Any]:
+    plugin = MarshmallowPlugin()
+    spec = APISpec(
+        title="ingest",
+        version=version("ingest"),
+        openapi_version="3.0.3",
+        plugins=[plugin],
+        info={
+            "description": "Event ingestion with guaranteed delivery: a 202 means RabbitMQ "
+            "confirmed a persistent copy of the event. Errors are RFC 9457 problem+json."
+        },
+    )
+    plugin.map_to_openapi_type(Rfc3339DateTime, "string", "date-time")
+    for name, schema in (
+        ("Event", EventSchema),
+        ("Batch", BatchSchema),
+        ("Accepted", AcceptedSchema),
+        ("BatchItemResult", BatchItemResultSchema),
+        ("BatchResult", BatchResultSchema),
+        ("EventStatus", EventStatusSchema),
+        ("Problem", ProblemSchema),
+        ("Health", HealthSchema),
+        ("Readiness", ReadinessSchema),
+    ):
+        spec.components.schema(name, schema=schema)
+    spec.components.security_scheme(
+        "bearerAuth",
+        {"type": "http", "scheme": "bearer", "description": "A key from INGEST_API_KEYS."},
+    )
+    spec.components.header(
+        "RequestId",
+        {
+            "description": "Your X-Request-ID, or a generated one; it is in every log line.",
+            "schema": {"type": "string"},
+        },
+    )
+    spec.components.header(
+        "RetryAfter",
+        {"description": "Seconds to wait before sending again.", "schema": {"type": "integer"}},
+    )
+    for path, operations in _paths(settings).items():
+        spec.path(path=path, operations=operations)
+    description = spec.to_dict()
+    # Each batch item is checked on its own, so the schema takes any item; the contract is Event.
+    batch = description["components"]["schemas"]["Batch"]["properties"]["batch"]
+    batch.update(
+        items={"$ref": "#/components/schemas/Event"},
+        minItems=1,
+        maxItems=settings.max_batch_events,
+        description=f"1 to INGEST_MAX_BATCH_EVENTS ({settings.max_batch_events}) events; "
+        "valid events are accepted even when others are rejected.",
+    )
+    description["security"] = [{"bearerAuth": []}]
+    return description
+
+
+def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
+    body_limits = (
+        f"Limits: INGEST_MAX_BODY_BYTES ({settings.max_body_bytes}) after decompression, "
+        f"INGEST_MAX_EVENT_BYTES ({settings.max_event_bytes}) per event as compact JSON."
+    )
+    post_parameters = [
+        _request_id_parameter(),
+        {
+            "in": "header",
+            "name": "Content-Encoding",
+            "schema": {"type": "string", "enum": ["gzip", "identity"]},
+            "description": "gzip bodies are accepted.",
+        },
+    ]
+    unpublished = {
+        "400": _problem("Malformed JSON, invalid UTF-8 or a broken gzip body."),
+        "401": _problem("Missing or wrong key."),
+        "413": _problem("Over a size limit; `limit` and `limit_value` name it."),
+        "415": _problem("A content type other than application/json, or an unknown encoding."),
+        "503": _problem(
+            "The broker did not confirm in time; nothing was accepted, send again.",
+            retry_after=True,
+        ),
+    }
+    return {
+        "/v1/events": {
+            "post": {
+                "tags": ["events"],
+                "summary": "Send one event",
+                "description": body_limits,
+                "parameters": post_parameters,
+                "requestBody": _json_body("Event"),
+                "responses": {
+                    "202": _json("Accepted: the broker confirmed a persistent copy.", "Accepted"),
+                    **unpublished,
+                    "422": _problem("The event is not valid; `errors` says why, per field."),
+                },
+            }
+        },
+        "/v1/batch": {
+            "post": {
+                "tags": ["events"],
+                "summary": "Send a batch of events",
+                "description": body_limits,
+                "parameters": post_parameters,
+                "requestBody": _json_body("Batch"),
+                "responses": {
+                    "202": _json(
+                        "The valid events were accepted; one result per event, in order.",
+                        "BatchResult",
+                    ),
+                    **unpublished,
+                    "422": _problem(
+                        "No event in the batch is valid (`results` says why), or the envelope "
+                        "is not valid."
+                    ),
+                },
+            }
+        },
+        "/v1/events/{event_id}": {
+            "get": {
+                "tags": ["events"],
+                "summary": "What PostgreSQL holds for an event",
+                "parameters": [
+                    {
+                        "in": "path",
+                        "name": "event_id",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": EVENT_ID_PATTERN},
+                    },
+                    _request_id_parameter(),
+                ],
+                "responses": {
+                    "200": _json("The event's state.", "EventStatus"),
+                    "401": _problem("Missing or wrong key."),
+                    "404": _problem("Not (yet) stored."),
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "tags": ["operations"],
+                "summary": "Liveness, without I/O",
+                "security": [],
+                "responses": {"200": _json("Alive.", "Health")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "tags": ["operations"],
+                "summary": "Readiness: PostgreSQL and the broker answer",
+                "security": [],
+                "responses": {
+                    "200": _json("Ready.", "Readiness"),
+                    "503": _json("A dependency is down; `checks` says which.", "Readiness"),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "tags": ["operations"],
+                "summary": "Prometheus metrics",
+                "security": [],
+                "responses": {"200": _text("Prometheus text exposition format.", "text/plain")},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "tags": ["operations"],
+                "summary": "This description",
+                "responses": {
+                    "200": {
+                        "description": "The OpenAPI 3 description.",
+                        "headers": _headers(),
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "401": _problem("Missing or wrong key."),
+                },
+            }
+        },
+        "/docs": {
+            "get": {
+                "tags": ["operations"],
+                "summary": "This description, rendered; the page asks for a key",
+                "security": [],
+                "responses": {"200": _text("The documentation page.", "text/html")},
+            }
+        },
+        "/docs/{asset}": {
+            "get": {
+                "tags": ["operations"],
+                "summary": "The documentation page's script and style sheet",
+                "security": [],
+                "parameters": [
+                    {
+                        "in": "path",
+                        "name": "asset",
+                        "required": True,
+                        "schema": {"type": "string", "enum": sorted(DOCS_ASSETS)},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The file.",
+                        "headers": _headers(),
+                        "content": {
+                            "text/javascript": {"schema": {"type": "string"}},
+                            "text/css": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "404": _problem("No such file."),
+                },
+            }
+        },
+    }
+
+
+def _request_id_parameter() -> dict[str, Any]:
+    return {
+        "in": "header",
+        "name": "X-Request-ID",
+        "schema": {"type": "string", "pattern": r"^[A-Za-z0-9._:-]{1,128}$"},
+        "description": "Echoed back and carried into the tasks' logs; generated when absent.",
+    }
+
+
+def _headers(retry_after: bool = False) -> dict[str, Any]:
+    headers = {"X-Request-ID": {"$ref": "#/components/headers/RequestId"}}
+    if retry_after:
+        headers["Retry-After"] = {"$ref": "#/components/headers/RetryAfter"}
+    return headers
+
+
+def _json(description: str, schema: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": _headers(),
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+def _json_body(schema: str) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+def _problem(description: str, retry_after: bool = False) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": _headers(retry_after),
+        "content": {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        },
+    }
+
+
+def _text(description: str, media_type: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": _headers(),
+        "content": {media_type: {"schema": {"type": "string"}}},
+    }

@@ -1,0 +1,288 @@
+"""GET /metrics: what the API answered, summed over gunicorn workers; pipeline figures read at
+scrape time; task outcomes served by the workers themselves."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from flask.testing import FlaskClient
+from kombu import Connection, Producer
+from prometheus_client.parser import text_string_to_metric_families
+
+from ingest.config import Settings
+from ingest_api import create_app
+from models import engine_for
+from tasks.topology import DEAD_LETTER_EXCHANGE, DEAD_QUEUE_DECLARATION
+from tests.api_server import running_api
+from tests.conftest import AUTH, _rabbitmqctl, event
+from tests.servers import free_port
+from tests.support import Worker, projected_count, stored_count, wait_until
+
+
+def parse(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(metrics: dict, name: str, **labels: str) -> float:
+    """A sample's value; 0 for a labelled counter that has not been incremented yet."""
+    return metrics.get((name, frozenset(labels.items())), 0.0)
+
+
+def scrape(client: FlaskClient) -> dict:
+    response = client.get("/metrics")  # no key: Prometheus scrapes without one
+    assert response.status_code == 200
+    return parse(response.get_data(as_text=True))
+
+
+def scrape_when(
+    scraper: Callable[[], dict], name: str, expected: float, **labels: str
+) -> dict | None:
+    """The scraped metrics once `name` has reached `expected`, else None."""
+    metrics = scraper()
+    return metrics if value(metrics, name, **labels) == expected else None
+
+
+def requests_of(metrics: dict, method: str, route: str, status: int) -> float:
+    return value(
+        metrics,
+        "ingest_http_request_duration_seconds_count",
+        method=method,
+        route=route,
+        status=str(status),
+    )
+
+
+def test_requests_and_events_are_counted_as_they_were_answered(
+    client: FlaskClient, pipeline: Settings
+) -> None:
+    before = scrape(client)
+    oversize = event("m-big", payload={"blob": "x" * pipeline.max_event_bytes})
+    batch = [event("m-2"), event("m-3"), event("m-bad", occurred_at="yesterday"), oversize]
+
+    assert client.post("/v1/events", json=event("m-1"), headers=AUTH).status_code == 202
+    assert (
+        client.post("/v1/events", json=event("m-x", event_type=""), headers=AUTH).status_code == 422
+    )
+    assert client.post("/v1/events", json=event("m-y")).status_code == 401
+    assert client.post("/v1/events", json=oversize, headers=AUTH).status_code == 413
+    answer = client.post("/v1/batch", json={"batch": batch}, headers=AUTH)
+    assert answer.status_code == 202
+    assert answer.json["accepted"] == 2
+    after = scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("ingest_events_accepted_total") == 3
+    assert delta("ingest_events_rejected_total", reason="invalid") == 2
+    assert delta("ingest_events_rejected_total", reason="too_large") == 2
+    assert delta("ingest_events_rejected_total", reason="unauthorized") == 1
+    assert delta("ingest_publish_failures_total") == 0
+    for method, route, status in [
+        ("POST", "/v1/events", 202),
+        ("POST", "/v1/events", 422),
+        ("POST", "/v1/events", 401),
+        ("POST", "/v1/events", 413),
+        ("POST", "/v1/batch", 202),
+    ]:
+        assert (
+            requests_of(after, method, route, status) - requests_of(before, method, route, status)
+            == 1
+        ), (method, route, status)
+    seconds = delta(
+        "ingest_http_request_duration_seconds_sum", method="POST", route="/v1/batch", status="202"
+    )
+    assert 0 < seconds < 10
+    # What was counted as accepted is what arrives (and leaves nothing in flight for the next test).
+    wait_until(lambda: projected_count(pipeline) == 3, what="the 3 accepted events in MySQL")
+    assert stored_count(pipeline) == 3
+
+
+def test_pipeline_figures_are_read_from_the_databases_and_the_broker(
+    client: FlaskClient, pipeline: Settings
+) -> None:
+    for n in range(3):
+        assert client.post("/v1/events", json=event(f"p-{n}"), headers=AUTH).status_code == 202
+    wait_until(lambda: projected_count(pipeline) == 3, what="3 events in MySQL")
+    wait_until(
+        lambda: value(scrape(client), "ingest_projection_pending") == 0,
+        what="projected_at set for every event",
+    )
+
+    metrics = scrape(client)
+    assert value(metrics, "ingest_events_stored") == 3
+    assert value(metrics, "ingest_projection_lag_seconds") == 0
+    assert value(metrics, "ingest_dead_letter_messages") == 0
+
+    # An event stored two minutes ago that nothing projected, and one parked message.
+    with engine_for(pipeline.postgres_url).begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO events (event_id, event_type, occurred_at, received_at, stored_at,"
+            " payload, payload_sha256) VALUES ('late', 't', now(), now() - interval '121 seconds',"
+            " now() - interval '120 seconds', '{}', 'x')"
+        )
+    with Connection(pipeline.broker_url) as connection:
+        Producer(connection).publish(
+            {"poison": True},
+            exchange=DEAD_LETTER_EXCHANGE,
+            routing_key="ingest.persist",
+            declare=[DEAD_QUEUE_DECLARATION],
+        )
+
+    metrics = wait_until(
+        lambda: scrape_when(lambda: scrape(client), "ingest_dead_letter_messages", 1),
+        what="the parked message in the dead-letter depth",
+    )
+    assert value(metrics, "ingest_events_stored") == 4
+    assert value(metrics, "ingest_projection_pending") == 1
+    assert 120 <= value(metrics, "ingest_projection_lag_seconds") < 180
+
+
+def test_a_publish_the_broker_did_not_confirm_is_counted(settings: Settings) -> None:
+    app = create_app(settings.replace(broker_url="amqp://guest:guest@127.0.0.1:1//"))
+    try:
+        client = app.test_client()
+        before = scrape(client)
+        assert client.post("/v1/events", json=event("f-1"), headers=AUTH).status_code == 503
+        after = scrape(client)
+    finally:
+        app.extensions["ingest.publisher"].close()
+    assert (
+        value(after, "ingest_publish_failures_total")
+        - value(before, "ingest_publish_failures_total")
+        == 1
+    )
+    assert value(after, "ingest_events_accepted_total") == value(
+        before, "ingest_events_accepted_total"
+    )
+    assert (
+        requests_of(after, "POST", "/v1/events", 503)
+        - requests_of(before, "POST", "/v1/events", 503)
+        == 1
+    )
+
+
+def healthz_count(url: str) -> float:
+    response = requests.get(f"{url}/metrics", timeout=10)
+    assert response.status_code == 200
+    return requests_of(parse(response.text), "GET", "/healthz", 200)
+
+
+def test_counters_add_up_over_gunicorn_workers_even_after_one_dies(
+    settings: Settings, tmp_path: Path
+) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    # Left over from an earlier run: it must not be added in (nor break the scrape).
+    (metrics_dir / "counter_999999.db").write_bytes(b"\0" * 16)
+
+    with running_api(settings, workers=3, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)) as api:
+        baseline = healthz_count(api.url)
+        # Concurrent requests keep every sync worker busy, so all of them answer some.
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            statuses = list(
+                pool.map(lambda _: requests.get(f"{api.url}/healthz", timeout=10).status_code,
+                         range(120))
+            )  # fmt: skip
+        assert statuses == [200] * 120
+        pids = {int(path.stem.rsplit("_", 1)[1]) for path in metrics_dir.glob("histogram_*.db")}
+        assert len(pids) >= 2, "the requests should have been spread over several workers"
+        assert 999999 not in {int(p.stem.rsplit("_", 1)[1]) for p in metrics_dir.glob("*.db")}
+        # Whichever worker answers the scrape, the total is the same.
+        assert [healthz_count(api.url) for _ in range(6)] == [baseline + 120] * 6
+
+        workers = children(api.process.pid)
+        victim = sorted(pids & set(workers))[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(
+            lambda: len(children(api.process.pid)) == 3 and victim not in children(api.process.pid),
+            what="gunicorn to replace the killed worker",
+        )
+        assert [healthz_count(api.url) for _ in range(6)] == [baseline + 120] * 6
+        for line in api.json_lines():  # every line gunicorn and the app wrote is JSON
+            assert {"time", "level", "logger", "message"} <= line.keys()
+
+
+def children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    return [int(child) for child in found.stdout.split()]
+
+
+@pytest.fixture
+def own_vhost(clean: Settings) -> Iterator[Settings]:
+    """The run's databases behind a vhost of their own: only this test's workers consume it."""
+    vhost = f"ingest-test-{os.getpid()}-task-metrics"
+    _rabbitmqctl("add_vhost", vhost)
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield clean.replace(broker_url=clean.broker_url.rsplit("/", 1)[0] + f"/{vhost}")
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+def test_workers_serve_task_outcomes(own_vhost: Settings) -> None:
+    persist_port, projector_port = free_port(), free_port()
+    persist = Worker(
+        own_vhost, "ingest.persist", "persist", INGEST_WORKER_METRICS_PORT=str(persist_port)
+    )
+    projector = None
+    app = create_app(own_vhost)
+    try:
+        projector = Worker(
+            own_vhost,
+            "ingest.projection",
+            "projector",
+            INGEST_WORKER_METRICS_PORT=str(projector_port),
+        )
+        client = app.test_client()
+        for n in range(3):  # one after the other: each is its own persist_event
+            assert client.post("/v1/events", json=event(f"t-{n}"), headers=AUTH).status_code == 202
+        batch = {"batch": [event("t-3"), event("t-4")]}
+        assert client.post("/v1/batch", json=batch, headers=AUTH).status_code == 202
+        wait_until(lambda: projected_count(own_vhost) == 5, what="5 events in MySQL")
+        assert stored_count(own_vhost) == 5
+
+        def tasks(port: int) -> dict:
+            return parse(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+
+        persisted = wait_until(
+            lambda: scrape_when(
+                lambda: tasks(persist_port),
+                "ingest_tasks_total",
+                1,
+                task="ingest.persist_events",
+                outcome="success",
+            ),
+            what="the batch task in the persist worker's metrics",
+        )
+        single = {"task": "ingest.persist_event"}
+        assert value(persisted, "ingest_tasks_total", **single, outcome="success") == 3
+        assert value(persisted, "ingest_task_duration_seconds_count", **single) == 3
+        projection = {"task": "ingest.project_to_mysql"}
+        projected = wait_until(
+            lambda: scrape_when(
+                lambda: tasks(projector_port),
+                "ingest_tasks_total",
+                4,
+                **projection,
+                outcome="success",
+            ),
+            what="4 projections in the projector's metrics",
+        )
+        assert value(projected, "ingest_tasks_total", **projection, outcome="failure") == 0
+    finally:
+        app.extensions["ingest.publisher"].close()
+        persist.stop()
+        if projector is not None:
+            projector.stop()
