@@ -39,6 +39,11 @@ PERSIST_OPTIONS: dict[str, Any] = {
 }
 
 
+INSERT_NEW_EVENTS = (
+    insert(Event).on_conflict_do_nothing(index_elements=[Event.event_id]).returning(Event.event_id)
+)
+
+
 @app.task(name="ingest.persist_event", **PERSIST_OPTIONS)
 def persist_event(self: Task, event: dict[str, Any]) -> None:
     persist(self, [event])
@@ -66,14 +71,9 @@ def store_events(session: Session, events: Sequence[dict[str, Any]]) -> int:
     """Insert the events that are new; mark a reused event_id whose payload differs. Returns
     how many rows were inserted."""
     rows = [event_row(event) for event in events]
-    inserted = set(
-        session.scalars(
-            insert(Event)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=[Event.event_id])
-            .returning(Event.event_id)
-        )
-    )
+    # Executed with many parameter sets, SQLAlchemy sends multi-row INSERTs from one cached
+    # compiled statement: several times faster than compiling a fresh VALUES list per batch.
+    inserted = set(session.scalars(INSERT_NEW_EVENTS, rows))
     first_seen: set[str] = set()
     duplicates = []
     for row in rows:

@@ -14,6 +14,7 @@ from typing import Any
 
 from celery import Task
 from sqlalchemy import select, update
+from sqlalchemy.dialects.mysql import Insert
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -36,6 +37,16 @@ PROJECTED_COLUMNS = (
     "payload",
     "payload_sha256",
 )
+
+
+def _upsert_projection() -> Insert:
+    """One cached statement; executed with many records it becomes one multi-row upsert."""
+    statement = mysql_insert(EventProjection)
+    refreshed = [*PROJECTED_COLUMNS[1:], "projected_at"]
+    return statement.on_duplicate_key_update({name: statement.inserted[name] for name in refreshed})
+
+
+UPSERT_PROJECTION = _upsert_projection()
 
 
 @app.task(name="ingest.project_to_mysql", bind=True, acks_late=True, ignore_result=True)
@@ -74,10 +85,8 @@ def project_events(settings: Settings, event_ids: Sequence[str]) -> int:
         return 0
     projected_at = naive_utc(utc_now())
     records = [projection_record(row._asdict(), projected_at) for row in rows]
-    statement = mysql_insert(EventProjection).values(records)
-    refreshed = {name: statement.inserted[name] for name in records[0] if name != "event_id"}
     with session_scope(settings.mysql_url) as session:
-        session.execute(statement.on_duplicate_key_update(refreshed))
+        session.execute(UPSERT_PROJECTION, records)
     with session_scope(settings.postgres_url) as session:
         session.execute(
             update(Event)
