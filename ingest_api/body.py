@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+import sys
 import zlib
 from typing import Any
 
 from flask import request
 
 from ingest_api.errors import Problem
+
+# Only a body with such an escape can hold a lone surrogate, so only it is checked for one.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def json_body(max_body_bytes: int) -> Any:
@@ -45,6 +51,13 @@ def _gunzip_limited(data: bytes, limit: int) -> bytes:
         )
     if not inflater.eof:
         raise Problem(400, "The body is not valid gzip: the stream is truncated.")
+    # Bytes after the stream (another gzip member, or garbage) would otherwise vanish unread.
+    if inflater.unused_data:
+        raise Problem(
+            400,
+            f"The body is not valid gzip: {len(inflater.unused_data)} bytes follow the end of "
+            "the stream; send one gzip member.",
+        )
     return inflated
 
 
@@ -54,16 +67,50 @@ def parse_json(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise Problem(400, f"The body is not valid UTF-8 (byte {exc.start}).") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        document = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise Problem(
             400, f"The body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}."
         ) from None
     except RecursionError:
         raise Problem(400, "The body is not valid JSON: it is nested too deeply.") from None
-    except ValueError as exc:  # integers too long to convert, NaN and Infinity
+    except NotJson as exc:
         raise Problem(400, f"The body is not valid JSON: {exc}.") from None
+    except ValueError:  # the only other ValueError: an integer too long to convert
+        raise Problem(
+            400,
+            "The body is not valid JSON: a number has more than "
+            f"{sys.get_int_max_str_digits()} digits.",
+        ) from None
+    if SURROGATE_ESCAPE.search(text) and _holds_lone_surrogate(document):
+        raise Problem(
+            400,
+            "The body is not valid JSON: a \\u escape is a lone UTF-16 surrogate "
+            "(\\ud800 to \\udfff), which is no Unicode character.",
+        )
+    return document
+
+
+class NotJson(ValueError):
+    """A token that Python's json module accepts but JSON (RFC 8259) does not."""
 
 
 def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")
+    raise NotJson(f"{name} is not a JSON number")
+
+
+def _finite_float(token: str) -> float:
+    value = float(token)
+    # 1e400 parses as infinity, which no database column and no JSON encoder can hold.
+    if math.isinf(value):
+        raise NotJson(f"the number {token[:32]} is too large")
+    return value
+
+
+def _holds_lone_surrogate(document: Any) -> bool:
+    """A pair of surrogate escapes decodes to one character; a lone one stays unencodable."""
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False

@@ -18,7 +18,7 @@ from ingest_api.auth import require_key
 from ingest_api.body import json_body
 from ingest_api.errors import Problem
 from ingest_api.publisher import PublishError
-from ingest_api.schemas import BatchSchema, EventSchema
+from ingest_api.schemas import BatchSchema, EventSchema, is_event_id
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,11 @@ def post_batch() -> tuple[dict[str, Any], int]:
 
 @events.get("/events/<event_id>")
 def get_event(event_id: str) -> dict[str, Any]:
+    if not is_event_id(event_id):
+        # Such an id cannot be stored, and a NUL in it would make the driver raise.
+        raise Problem(
+            404, "No event is stored under that id: an event_id is 1 to 128 letters, digits or ._:-"
+        )
     status = event_status(settings().postgres_url, event_id)
     if status is None:
         raise Problem(404, f"No event {event_id!r} is stored (yet).")

@@ -6,7 +6,15 @@ import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    pre_load,
+    validate,
+    validates_schema,
+)
 
 EVENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 RFC3339 = re.compile(
@@ -14,6 +22,8 @@ RFC3339 = re.compile(
 )
 # Deeper payloads are almost always a mistake or an attack, and cost every reader.
 MAX_PAYLOAD_DEPTH = 32
+# Unknown fields named one by one in `errors`; past these, the rest are only counted.
+MAX_NAMED_UNKNOWN_FIELDS = 10
 
 
 class Rfc3339DateTime(fields.Field):
@@ -22,6 +32,7 @@ class Rfc3339DateTime(fields.Field):
     default_error_messages: ClassVar[dict[str, str]] = {
         "invalid": "Not a valid RFC 3339 time, like 2026-01-31T12:00:00Z.",
         "naive": "The time has no offset: add Z or +hh:mm.",
+        "range": "The time is out of range: in UTC it must fall within the years 1 to 9999.",
     }
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
@@ -31,9 +42,31 @@ class Rfc3339DateTime(fields.Field):
         if match["offset"] is None:
             raise self.make_error("naive")
         try:
-            return datetime.fromisoformat(value.upper()).astimezone(UTC)
+            moment = datetime.fromisoformat(value.upper())
         except ValueError:
             raise self.make_error("invalid") from None
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:
+            raise self.make_error("range") from None
+
+
+class FullMatch(validate.Regexp):
+    """Regexp over the whole value: with re.match, `$` also matches before a final newline."""
+
+    def __call__(self, value: str) -> str:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+EVENT_ID = FullMatch(
+    EVENT_ID_PATTERN, error="Use only letters, digits and . _ : - (1 to 128 of them)."
+)
+
+
+def is_event_id(value: str) -> bool:
+    return EVENT_ID.regex.fullmatch(value) is not None
 
 
 def reject_nul(value: str) -> None:
@@ -59,17 +92,33 @@ def check_payload(payload: dict[str, Any]) -> None:
             raise ValidationError("NUL characters are not allowed in strings.")
 
 
-class EventSchema(Schema):
+class StrictSchema(Schema):
+    """Unknown fields are errors. A body of thousands of keys gets a few of them named and the
+    rest counted, not an answer several times its size."""
+
     class Meta:
         unknown = RAISE
 
+    @pre_load
+    def _few_unknown_fields(self, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(data, dict) or len(data) <= len(self.fields) + MAX_NAMED_UNKNOWN_FIELDS:
+            return data  # marshmallow names each unknown field itself
+        unknown = [key for key in data if key not in self.fields]
+        named = unknown[:MAX_NAMED_UNKNOWN_FIELDS]
+        raise ValidationError(
+            {
+                **{key: ["Unknown field."] for key in named},
+                "_schema": [f"{len(unknown)} unknown fields; {len(named)} of them are named."],
+            }
+        )
+
+
+class EventSchema(StrictSchema):
     event_id = fields.String(
         required=True,
         validate=[
             validate.Length(min=1, max=128),
-            validate.Regexp(
-                EVENT_ID_PATTERN, error="Use only letters, digits and . _ : - (1 to 128 of them)."
-            ),
+            EVENT_ID,
         ],
         metadata={
             "description": "Idempotency key chosen by the client.",
@@ -102,11 +151,8 @@ class EventSchema(Schema):
     )
 
 
-class BatchSchema(Schema):
+class BatchSchema(StrictSchema):
     """Only the envelope: each event is validated on its own, so one bad event spoils nothing."""
-
-    class Meta:
-        unknown = RAISE
 
     batch = fields.List(fields.Raw(), required=True)
 

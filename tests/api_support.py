@@ -1,0 +1,85 @@
+"""Helpers for the API input tests: an API on a vhost no worker consumes, and what it published."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask.testing import FlaskClient
+from kombu import Connection
+from werkzeug.test import TestResponse
+
+from ingest.config import Settings
+from ingest_api import create_app
+from tasks.topology import PERSIST_QUEUE, declare_topology
+from tests.conftest import _rabbitmqctl
+
+
+@contextmanager
+def unconsumed_api(settings: Settings, name: str, **limits: int) -> Iterator[FlaskClient]:
+    """A test client of an API with these limits, publishing to a vhost of its own.
+
+    No worker consumes that vhost, even when a test before started the run's workers, so its
+    persist queue holds exactly what the API published.
+    """
+    vhost = f"ingest-test-{os.getpid()}-{name}"
+    _rabbitmqctl("add_vhost", vhost)
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        own = settings.replace(
+            broker_url=settings.broker_url.rsplit("/", 1)[0] + f"/{vhost}", **limits
+        )
+        with Connection(own.broker_url) as connection:
+            declare_topology(connection)
+        app = create_app(own)
+        try:
+            yield app.test_client()
+        finally:
+            app.extensions["ingest.publisher"].close()
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+def broker_url(client: FlaskClient) -> str:
+    return client.application.extensions["ingest.settings"].broker_url
+
+
+def queued_messages(client: FlaskClient) -> int:
+    """Messages waiting on the persist queue of the client's API."""
+    with Connection(broker_url(client)) as connection:
+        declared = connection.default_channel.queue_declare(PERSIST_QUEUE, passive=True)
+        return declared.message_count
+
+
+def take_queued_events(client: FlaskClient) -> list[dict[str, Any]]:
+    """Every event in the messages on the persist queue of the client's API, which this empties."""
+    found: list[dict[str, Any]] = []
+    with Connection(broker_url(client)) as connection:
+        channel = connection.default_channel
+        while (message := channel.basic_get(PERSIST_QUEUE, no_ack=True)) is not None:
+            args = json.loads(message.body)[0]
+            found.extend(_events_in(args))
+    return found
+
+
+def _events_in(value: Any) -> Iterator[dict[str, Any]]:
+    # One event or a list of them, however the API grouped events into task arguments.
+    if isinstance(value, dict) and "event_id" in value:
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _events_in(item)
+
+
+def assert_problem(response: TestResponse, status: int) -> dict[str, Any]:
+    """The response is an RFC 9457 problem with this status; returns its body."""
+    assert response.status_code == status, response.get_data(as_text=True)[:2000]
+    assert response.mimetype == "application/problem+json"
+    body = json.loads(response.get_data())
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
+    return body
