@@ -17,9 +17,10 @@ from typing import Any
 # What the current request or task is, copied into every record logged while it runs.
 _context: ContextVar[dict[str, Any] | None] = ContextVar("ingest_log_context", default=None)
 
-# Attributes every LogRecord has; anything else on a record came from `extra=`.
-_RECORD_ATTRIBUTES = frozenset(
-    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
+# Attributes every LogRecord has, and Celery's `data` extra (it holds the task's arguments, so
+# the payloads; its traceback comes with the record anyway). Anything else came from `extra=`.
+_LEFT_OUT = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime", "data"}
 )
 
 
@@ -46,7 +47,7 @@ class JsonFormatter(logging.Formatter):
         if context:
             line.update(context)
         for key, value in record.__dict__.items():
-            if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
+            if key not in _LEFT_OUT and not key.startswith("_"):
                 line[key] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)

@@ -31,7 +31,13 @@ def sqlalchemy_url(url: str) -> URL:
 
 
 def _engine_options(url: str) -> dict[str, object]:
-    options: dict[str, object] = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
+    options: dict[str, object] = {
+        "pool_pre_ping": True,
+        "pool_size": 5,
+        "max_overflow": 5,
+        # Errors go into logs: their message must not carry the statement's values (payloads).
+        "hide_parameters": True,
+    }
     if url.startswith("postgresql"):
         # A statement that cannot get its locks in time is a transient error, not a hang.
         options["connect_args"] = {"connect_timeout": 5, "options": "-c lock_timeout=10000"}
