@@ -1,0 +1,291 @@
+"""What the fault tests share: traffic through the API, celery beat, row locks, counting."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import amqp
+from flask import Flask
+from kombu import Connection
+from sqlalchemy import text
+
+from ingest.config import Settings
+from ingest_api import create_app
+from models import engine_for
+from tasks.topology import DEAD_QUEUE, declare_topology
+from tests.conftest import AUTH, event
+from tests.support import ROOT, VENV_BIN, rows, scalar, service_env, wait_until
+
+
+@contextmanager
+def api(settings: Settings) -> Iterator[Flask]:
+    """The Flask app for `settings`, its broker connections closed on exit."""
+    app = create_app(settings)
+    try:
+        yield app
+    finally:
+        app.extensions["ingest.publisher"].close()
+
+
+@dataclass
+class Traffic:
+    """Events posted through the API from several threads, as clients would: mostly single
+    events, every fourth request a batch. Records which events got a 202 and which a 503."""
+
+    app: Flask
+    prefix: str
+    threads: int = 4
+    batch_size: int = 10
+    # Pause between one thread's requests, to keep a fault test's volume bounded.
+    pause: float = 0.0
+    acknowledged: set[str] = field(default_factory=set)
+    refused: set[str] = field(default_factory=set)
+    slowest_refusal: float = 0.0
+    unexpected: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _workers: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def sent(self) -> set[str]:
+        return self.acknowledged | self.refused
+
+    def start(self, limit: int | None = None) -> Traffic:
+        """Post until stop(), or until `limit` events were sent in all."""
+        per_thread = None if limit is None else -(-limit // self.threads)
+        for number in range(self.threads):
+            worker = threading.Thread(target=self._run, args=(number, per_thread), daemon=True)
+            worker.start()
+            self._workers.append(worker)
+        return self
+
+    def stop(self) -> Traffic:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(timeout=60)
+            assert not worker.is_alive(), "a request hung for a minute"
+        return self
+
+    def run(self, limit: int) -> Traffic:
+        """Post `limit` events and return when every request was answered."""
+        self.start(limit)
+        for worker in self._workers:
+            worker.join(timeout=600)
+        return self.stop()
+
+    def _run(self, number: int, limit: int | None) -> None:
+        client = self.app.test_client()
+        sent = request = 0
+        while not self._stop.is_set() and (limit is None or sent < limit):
+            size = self.batch_size if request % 4 == 3 else 1
+            if limit is not None:
+                size = min(size, limit - sent)
+            ids = [f"{self.prefix}-{number}-{sent + i}" for i in range(size)]
+            began = time.monotonic()
+            if size == 1:
+                response = client.post("/v1/events", json=event(ids[0]), headers=AUTH)
+            else:
+                batch = [event(event_id) for event_id in ids]
+                response = client.post("/v1/batch", json={"batch": batch}, headers=AUTH)
+            self._record(ids, response.status_code, response.headers, time.monotonic() - began)
+            sent += size
+            request += 1
+            if self.pause:
+                time.sleep(self.pause)
+
+    def _record(self, ids: list[str], status: int, headers: Any, seconds: float) -> None:
+        with self._lock:
+            if status == 202:
+                self.acknowledged.update(ids)
+            elif status == 503 and headers.get("Retry-After"):
+                self.refused.update(ids)
+                self.slowest_refusal = max(self.slowest_refusal, seconds)
+            else:
+                self.unexpected.append(f"{status} for {ids[0]}")
+
+
+def stored_ids(settings: Settings) -> set[str]:
+    return {row["event_id"] for row in rows(settings.postgres_url, "SELECT event_id FROM events")}
+
+
+def projected_ids(settings: Settings) -> set[str]:
+    assert settings.mysql_url
+    return {
+        row["event_id"]
+        for row in rows(settings.mysql_url, "SELECT event_id FROM events_projection")
+    }
+
+
+def wait_until_stored(settings: Settings, traffic: Traffic, timeout: float = 120) -> None:
+    """Until every acknowledged event is in PostgreSQL."""
+    wait_until(
+        lambda: traffic.acknowledged <= stored_ids(settings),
+        timeout=timeout,
+        interval=0.5,
+        what=f"{len(traffic.acknowledged)} acknowledged events in PostgreSQL",
+    )
+
+
+def assert_stored_exactly_once(settings: Settings, traffic: Traffic) -> None:
+    """Every acknowledged event is stored once; nothing that was not sent is stored. An event
+    answered 503 may be stored too (the broker took it but the confirm came late): the client
+    sends it again and the copy is ignored."""
+    assert not traffic.unexpected, traffic.unexpected[:5]
+    total = scalar(settings.postgres_url, "SELECT count(*) FROM events")
+    distinct = scalar(settings.postgres_url, "SELECT count(DISTINCT event_id) FROM events")
+    stored = stored_ids(settings)
+    assert total == distinct == len(stored)
+    lost = traffic.acknowledged - stored
+    assert not lost, f"{len(lost)} acknowledged events lost, e.g. {sorted(lost)[:5]}"
+    assert stored <= traffic.sent, f"stored but never sent: {sorted(stored - traffic.sent)[:5]}"
+
+
+def wait_until_projected(settings: Settings, timeout: float = 120) -> None:
+    """Until MySQL holds exactly what PostgreSQL holds and PostgreSQL counts it projected."""
+    wait_until(
+        lambda: (
+            projected_ids(settings) == stored_ids(settings)
+            and scalar(
+                settings.postgres_url, "SELECT count(*) FROM events WHERE projected_at IS NULL"
+            )
+            == 0
+        ),
+        timeout=timeout,
+        interval=0.5,
+        what="MySQL to hold every stored event",
+    )
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    headers: dict[str, Any]
+    body: bytes
+    content_type: str | None
+
+    @property
+    def death(self) -> dict[str, Any]:
+        """The broker's latest x-death record: reason, queue, count."""
+        return self.headers["x-death"][0]
+
+
+def dead_letters(settings: Settings) -> list[DeadLetter]:
+    """Every message in ingest.dead, left in place (unacknowledged, returned on close)."""
+    with Connection(settings.broker_url) as connection:
+        declare_topology(connection)
+        channel = connection.channel()
+        letters = []
+        try:
+            while (message := channel.basic_get(DEAD_QUEUE, no_ack=False)) is not None:
+                letters.append(
+                    DeadLetter(
+                        dict(message.properties.get("application_headers") or {}),
+                        message.body,
+                        message.properties.get("content_type"),
+                    )
+                )
+        finally:
+            channel.close()
+    return letters
+
+
+def publish_raw(
+    settings: Settings, body: bytes, routing_key: str = "ingest.persist", **properties: Any
+) -> None:
+    """A message as any producer could send it, confirmed by the broker."""
+    with Connection(settings.broker_url) as connection:
+        declare_topology(connection)
+        channel = connection.channel()
+        try:
+            channel.confirm_select()
+            channel.basic_publish(
+                amqp.Message(body, delivery_mode=2, **properties),
+                exchange="ingest",
+                routing_key=routing_key,
+            )
+        finally:
+            channel.close()
+
+
+@contextmanager
+def event_held(settings: Settings, event_id: str) -> Iterator[None]:
+    """An uncommitted row with `event_id`: a worker inserting that event waits on its lock
+    (in the middle of its task) until the block exits and the row is rolled back."""
+    with engine_for(settings.postgres_url).connect() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO events (event_id, event_type, occurred_at, received_at, payload, "
+                "payload_sha256) VALUES (:event_id, 'held', now(), now(), '{}', '')"
+            ),
+            {"event_id": event_id},
+        )
+        try:
+            yield
+        finally:
+            connection.rollback()
+
+
+def lock_waiters(settings: Settings) -> list[int]:
+    """Client ports of this database's sessions that wait on a lock."""
+    return [
+        row["client_port"]
+        for row in rows(
+            settings.postgres_url,
+            "SELECT client_port FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+    ]
+
+
+def process_on_port(port: int) -> int | None:
+    """The pid of the local process whose TCP connection has source port `port`, if any is
+    left (a killed process leaves its server session behind for a while)."""
+    listing = subprocess.run(
+        ["ss", "-tnpH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    found = re.search(r"pid=(\d+)", listing)
+    return int(found.group(1)) if found else None
+
+
+class Beat:
+    """`celery -A tasks beat`: sends reconcile_projection every reconcile interval."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="ingest-beat-"))
+        self.log = self.dir / "beat.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(VENV_BIN / "celery"), "-A", "tasks", "beat", "-l", "info",
+                 "-s", str(self.dir / "schedule")],
+                cwd=ROOT, env=service_env(settings), stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        wait_until(lambda: "beat: Starting" in self.output(), timeout=60, what="beat to start")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextmanager
+def running_beat(settings: Settings) -> Iterator[Beat]:
+    beat = Beat(settings)
+    try:
+        yield beat
+    finally:
+        beat.stop()

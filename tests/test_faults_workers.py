@@ -1,0 +1,160 @@
+"""Faults 1 and 2: workers killed with -9 mid-task, and a crash between the projection's
+publish and the ack. Every confirmed event is stored exactly once and projected once."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from ingest.config import Settings
+from tests.conftest import AUTH, event, reset
+from tests.faults import (
+    Traffic,
+    api,
+    assert_stored_exactly_once,
+    dead_letters,
+    event_held,
+    lock_waiters,
+    process_on_port,
+    wait_until_projected,
+    wait_until_stored,
+)
+from tests.servers import RabbitNode, private_rabbitmq
+from tests.support import Worker, rows, running_workers, stored_count, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[RabbitNode]:
+    with private_rabbitmq() as node:
+        yield node
+
+
+@pytest.fixture
+def faulty(settings: Settings, broker: RabbitNode) -> Settings:
+    """The run's databases, a private broker, everything empty."""
+    ours = settings.replace(broker_url=broker.url)
+    reset(ours)
+    return ours
+
+
+def test_kill_9_of_a_pool_child_mid_task_loses_nothing(faulty: Settings) -> None:
+    with api(faulty) as app, running_workers(faulty) as (persist, _):
+        with event_held(faulty, "held-child"):
+            response = app.test_client().post("/v1/events", json=event("held-child"), headers=AUTH)
+            assert response.status_code == 202
+            [port] = wait_until(lambda: lock_waiters(faulty), what="the task to wait on the row")
+            child = process_on_port(port)
+            assert child in persist.pool_children()
+            traffic = Traffic(app, "child").start(limit=400)
+
+            os.kill(child, signal.SIGKILL)
+
+            # The worker requeues the message of its lost child and runs it again.
+            wait_until(
+                lambda: set(map(process_on_port, lock_waiters(faulty))) - {child, None},
+                what="the redelivered task to wait on the row again",
+            )
+        traffic.stop()
+        traffic.acknowledged.add("held-child")
+
+        wait_until_stored(faulty, traffic)
+        assert_stored_exactly_once(faulty, traffic)
+        wait_until_projected(faulty)
+    assert "signal 9 (SIGKILL)" in persist.output()
+    assert dead_letters(faulty) == []
+
+
+def test_kill_9_of_the_whole_worker_then_a_restart_loses_nothing(faulty: Settings) -> None:
+    with api(faulty) as app, running_workers(faulty) as (persist, _):
+        traffic = Traffic(app, "worker", pause=0.01).start()
+        with event_held(faulty, "held-worker"):
+            response = app.test_client().post("/v1/events", json=event("held-worker"), headers=AUTH)
+            assert response.status_code == 202
+            traffic.acknowledged.add("held-worker")
+            wait_until(lambda: lock_waiters(faulty), what="a task to wait on the row")
+            wait_until(lambda: stored_count(faulty) >= 200, what="the run to be under way")
+
+            persist.kill()  # main process and pool children, mid-task
+
+        stored_at_kill = stored_count(faulty)
+        replacement = Worker(faulty, "ingest.persist", "persist")
+        try:
+            wait_until(
+                lambda: stored_count(faulty) >= stored_at_kill + 200,
+                what="the run to go on after the restart",
+            )
+            traffic.stop()
+            wait_until_stored(faulty, traffic)
+            assert_stored_exactly_once(faulty, traffic)
+            wait_until_projected(faulty)
+        finally:
+            replacement.stop()
+    assert stored_at_kill < len(traffic.acknowledged)
+    assert dead_letters(faulty) == []
+
+
+def test_a_crash_between_the_projection_publish_and_the_ack_projects_once(
+    faulty: Settings, broker: RabbitNode
+) -> None:
+    with api(faulty) as app, running_workers(faulty) as (persist, _):
+        with event_held(faulty, "crash-after-link"):
+            response = app.test_client().post(
+                "/v1/events", json=event("crash-after-link"), headers=AUTH
+            )
+            assert response.status_code == 202
+            wait_until(lambda: lock_waiters(faulty), what="the task to wait on the row")
+            # The worker's main process sends the acks: frozen, it cannot ack what its
+            # pool child finishes once the row is released.
+            os.kill(persist.process.pid, signal.SIGSTOP)
+        try:
+            first = wait_until(
+                lambda: rows(
+                    faulty.postgres_url,
+                    "SELECT projected_at, projection_attempts FROM events "
+                    "WHERE projected_at IS NOT NULL",
+                ),
+                what="the projection published by the frozen worker's child to be applied",
+            )
+            wait_until(
+                lambda: broker.queue_depths()["ingest.persist"] == (0, 1),
+                timeout=5,
+                what="the broker to report the message delivered and not acknowledged",
+            )
+            projected = rows(
+                faulty.mysql_url or "", "SELECT event_id, projected_at FROM events_projection"
+            )
+        finally:
+            persist.kill()
+
+        wait_until(
+            lambda: broker.queue_depths()["ingest.persist"] == (1, 0),
+            what="the broker to take the unacknowledged message back",
+        )
+        replacement = Worker(faulty, "ingest.persist", "persist")
+        try:
+            # The persist message is acked only after its projection was published again.
+            wait_until(
+                lambda: (
+                    broker.queue_depths()["ingest.persist"] == (0, 0)
+                    and broker.queue_depths()["ingest.projection"] == (0, 0)
+                ),
+                what="the redelivered message and its second projection to be done",
+            )
+        finally:
+            replacement.stop()
+
+    assert rows(
+        faulty.postgres_url, "SELECT event_id, projected_at, projection_attempts FROM events"
+    ) == [{"event_id": "crash-after-link", **first[0]}]
+    assert first[0]["projection_attempts"] == 1
+    # Applied once in effect: MySQL still holds the row of the first projection, untouched.
+    assert [row["event_id"] for row in projected] == ["crash-after-link"]
+    assert rows(faulty.mysql_url or "", "SELECT event_id, projected_at FROM events_projection") == (
+        projected
+    )
+    assert dead_letters(faulty) == []
