@@ -83,7 +83,10 @@ class Sender:
             try:
                 response = self.session.post(self.url, data=data, headers=headers, timeout=TIMEOUT)
             except requests.ConnectionError as exc:
-                problem, delay = f"cannot reach {self.url}: {exc}", min(2.0**attempt, 30.0)
+                problem, delay = (
+                    f"cannot reach {self.url}: {root_cause(exc)}",
+                    min(2.0**attempt, 30),
+                )
             else:
                 if response.status_code != 503:
                     return response
@@ -93,6 +96,13 @@ class Sender:
                 click.echo(f"{problem}; retrying in {delay:g}s", err=True)
                 time.sleep(delay)
         raise click.ClickException(f"{problem}; gave up after {self.retries + 1} attempts")
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The error at the bottom of a chain (requests wraps urllib3, which wraps the OSError)."""
+    while (inner := exc.__cause__ or exc.__context__) is not None:
+        exc = inner
+    return exc
 
 
 def retry_after(response: requests.Response) -> float:
