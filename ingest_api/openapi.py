@@ -326,8 +326,8 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
                         "description": "The file.",
                         "headers": _headers(),
                         "content": {
-                            "text/javascript": {"schema": {"type": "string"}},
-                            "text/css": {"schema": {"type": "string"}},
+                            "text/javascript": {"schema": {"type": "string", "format": "binary"}},
+                            "text/css": {"schema": {"type": "string", "format": "binary"}},
                         },
                     },
                     "404": _problem("No such file."),
