@@ -140,7 +140,7 @@ def read_lines(stream: BinaryIO, outcome: Outcome) -> Iterator[tuple[Line | None
         line = None
         if raw.strip():
             try:
-                line = Line(number, json.loads(raw))
+                line = Line(number, json.loads(raw.rstrip(b"\r\n")))
             except ValueError as exc:  # also invalid UTF-8
                 outcome.reject(number, f"not JSON: {exc}")
         yield line, len(raw)
