@@ -54,13 +54,13 @@ def invoke(settings: Settings, *args: str, **env: str) -> Result:
 
 
 def run_ingest(
-    settings: Settings, *args: str, cwd: Path, timeout: float = 120
+    settings: Settings, *args: str, cwd: Path, timeout: float = 120, **env: str
 ) -> subprocess.CompletedProcess[str]:
     """Run the installed `ingest` command as a user would."""
     return subprocess.run(
         [str(VENV_BIN / "ingest"), *args],
         cwd=cwd,
-        env=service_env(settings),
+        env=service_env(settings, **env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -352,6 +352,50 @@ def test_send_waits_out_a_503_then_gives_up(settings: Settings, tmp_path: Path) 
     assert "retrying in 5s" in result.stderr  # the API's Retry-After
     assert "gave up after 2 attempts" in result.stderr
     assert elapsed >= 5
+
+
+def test_serve_becomes_gunicorn_with_the_settings_checked_first(
+    settings: Settings, tmp_path: Path
+) -> None:
+    port = free_port()
+    # In a subprocess: were the check missing, serve would replace the process with gunicorn.
+    refused = run_ingest(settings, "serve", cwd=tmp_path, timeout=30, INGEST_API_KEYS="")
+    server = subprocess.Popen(
+        [str(VENV_BIN / "ingest"), "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+        cwd=tmp_path,
+        env=service_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: healthy(f"http://127.0.0.1:{port}"), timeout=60, what="the API")
+        # The wrapper replaced itself: the process it started is gunicorn's master.
+        command_line = Path(f"/proc/{server.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"gunicorn" in command_line
+        assert b"ingest_api.wsgi:app" in command_line
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+    finally:
+        server.kill()
+        server.wait()
+
+    assert refused.returncode == 1
+    assert "INGEST_API_KEYS is empty" in refused.stderr
+
+
+def healthy(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/healthz", timeout=10).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_flower_refuses_to_start_without_a_login(settings: Settings, tmp_path: Path) -> None:
+    for login in ("", "admin", "admin:"):
+        result = run_ingest(settings, "flower", cwd=tmp_path, timeout=30, FLOWER_BASIC_AUTH=login)
+
+        assert result.returncode == 1
+        assert "FLOWER_BASIC_AUTH must be user:password" in result.stderr
 
 
 def descendants(pid: int) -> set[int]:
