@@ -25,9 +25,11 @@ extra_args = click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 
 
 def serve_argv(bind: str, workers: int, extra: tuple[str, ...] = ()) -> list[str]:
+    # The config file makes /metrics add up every worker's counters and logs JSON.
     return [
-        sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
-        "--worker-class", "gthread", "--threads", "16", *extra, "ingest_api.wsgi:app",
+        sys.executable, "-m", "gunicorn", "-c", "python:ingest.gunicorn_config",
+        "--bind", bind, "--workers", str(workers), "--worker-class", "gthread",
+        "--threads", "16", *extra, "ingest_api.wsgi:app",
     ]  # fmt: skip
 
 
@@ -83,7 +85,8 @@ def run(cli: CliContext, argv: list[str]) -> None:
 def serve_command(cli: CliContext, bind: str, workers: int, extra: tuple[str, ...]) -> None:
     """Serve the HTTP API with gunicorn.
 
-    Runs `gunicorn ingest_api.wsgi:app` with gthread workers of 16 threads each.
+    Runs `gunicorn -c python:ingest.gunicorn_config ingest_api.wsgi:app` with gthread
+    workers of 16 threads each.
     Extra arguments go to gunicorn, e.g. `ingest serve --bind 0.0.0.0:8000 --timeout 60`.
     """
     checked(cli.settings(), api=True)
