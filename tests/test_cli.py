@@ -108,6 +108,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def free_port_pair() -> int:
+    """A free port whose successor is free too."""
+    while True:
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
 def dead_depth(settings: Settings) -> int:
     with Connection(settings.broker_url) as connection:
         return connection.default_channel.queue_declare(DEAD_QUEUE, passive=True).message_count
@@ -425,7 +437,9 @@ def alive(pid: int) -> bool:
 
 
 @contextmanager
-def ingest_up(settings: Settings, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
+def ingest_up(
+    settings: Settings, log: Path, **extra_env: str
+) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
     """`ingest up` on free ports; yields the process and the API's and Flower's URLs. Whatever
     it started is killed at the end, whatever happened."""
     api, flower = free_port(), free_port()
@@ -433,7 +447,7 @@ def ingest_up(settings: Settings, log: Path) -> Iterator[tuple[subprocess.Popen[
         str(VENV_BIN / "ingest"), "up", "--bind", f"127.0.0.1:{api}", "--flower-port", str(flower),
         "--workers", "1", "--concurrency", "1",
     ]  # fmt: skip
-    env = service_env(settings, FLOWER_BASIC_AUTH=":".join(FLOWER_LOGIN))
+    env = service_env(settings, FLOWER_BASIC_AUTH=":".join(FLOWER_LOGIN), **extra_env)
     with log.open("wb") as output:
         process = subprocess.Popen(
             command, cwd=log.parent, env=env, stdout=output, stderr=subprocess.STDOUT
@@ -464,7 +478,11 @@ def test_up_runs_the_whole_service_and_ctrl_c_stops_all_of_it(
     settings: Settings, tmp_path: Path
 ) -> None:
     log = tmp_path / "up.log"
-    with private_settings(settings, "up") as private, ingest_up(private, log) as running:
+    metrics_port = free_port_pair()
+    with (
+        private_settings(settings, "up") as private,
+        ingest_up(private, log, INGEST_WORKER_METRICS_PORT=str(metrics_port)) as running,
+    ):
         process, api_url, flower_url = running
 
         response = requests.post(
@@ -476,6 +494,10 @@ def test_up_runs_the_whole_service_and_ctrl_c_stops_all_of_it(
         wait_until(lambda: flower_answers(flower_url), timeout=60, what="Flower to answer")
         assert requests.get(flower_url, timeout=10).status_code == 401
         assert requests.get(flower_url, auth=FLOWER_LOGIN, timeout=10).status_code == 200
+        # The worker and the projector each serve task metrics, on two ports.
+        for port in (metrics_port, metrics_port + 1):
+            metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+            assert metrics.status_code == 200
 
         children = descendants(process.pid)
         process.send_signal(signal.SIGINT)

@@ -187,13 +187,23 @@ def up_command(
     settings = checked(cli.settings(), api=True, flower=True)
     migrate(settings, configure_logging=True)
     celery_options = ("-l", "info", *(("-c", str(concurrency)) if concurrency else ()))
+    # Python children would otherwise hold their output back in a pipe's block buffer.
+    env = {**cli.environ, "PYTHONUNBUFFERED": "1"}
+    projector_env = env
+    if settings.worker_metrics_port:
+        # Each worker serves its task metrics on a port of its own: the projector takes the next.
+        projector_port = settings.worker_metrics_port + 1
+        projector_env = {**env, "INGEST_WORKER_METRICS_PORT": str(projector_port)}
+        click.echo(
+            f"Task metrics: worker on port {settings.worker_metrics_port}, "
+            f"projector on port {projector_port}."
+        )
     commands = {
-        "api": serve_argv(bind, workers),
-        "worker": worker_argv(celery_options),
-        "projector": projector_argv(celery_options),
-        "beat": beat_argv(("-l", "info")),
-        "flower": flower_argv("127.0.0.1", flower_port),
+        "api": (serve_argv(bind, workers), env),
+        "worker": (worker_argv(celery_options), env),
+        "projector": (projector_argv(celery_options), projector_env),
+        "beat": (beat_argv(("-l", "info")), env),
+        "flower": (flower_argv("127.0.0.1", flower_port), env),
     }
     click.echo(f"API on http://{bind}, Flower on http://127.0.0.1:{flower_port}; Ctrl-C stops.")
-    # Python children would otherwise hold their output back in a pipe's block buffer.
-    sys.exit(supervise(commands, {**cli.environ, "PYTHONUNBUFFERED": "1"}, stop_timeout))
+    sys.exit(supervise(commands, stop_timeout))

@@ -49,9 +49,10 @@ class Supervisor:
 
 
 def supervise(
-    commands: Mapping[str, list[str]], env: Mapping[str, str], stop_timeout: float
+    commands: Mapping[str, tuple[list[str], Mapping[str, str]]], stop_timeout: float
 ) -> int:
-    """Run every command until a signal or until one exits; then stop the rest.
+    """Run every command (name -> argv and environment) until a signal or until one exits;
+    then stop the rest.
 
     Returns 0 after a requested stop in which every process stopped in time, else 1.
     """
@@ -63,7 +64,7 @@ def supervise(
     children: list[Child] = []
     failed = False
     try:
-        for index, (name, argv) in enumerate(commands.items()):
+        for index, (name, (argv, env)) in enumerate(commands.items()):
             color = COLORS[index % len(COLORS)]
             # Each child leads its own process group, so that a terminal's Ctrl-C reaches only
             # this supervisor (one orderly SIGTERM each) and a kill reaches grandchildren too.
