@@ -185,6 +185,8 @@ def test_docs_load_nothing_from_outside_and_need_no_key_but_the_description_does
     assert parser.urls, "the page loads its renderer"
     for url in parser.urls:
         assert not re.match(r"^([a-z]+:)?//", url), f"{url} would leave the machine"
+        if url.startswith("data:"):
+            continue  # inline
         with client.get(f"/{url}") as asset:
             assert asset.status_code == 200
     assert 'fetch("openapi.json"' in html
