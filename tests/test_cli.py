@@ -32,6 +32,7 @@ from models import session_scope
 from tasks.persist import store_events
 from tasks.topology import DEAD_QUEUE
 from tests.conftest import AUTH, MYSQL_ADMIN_URL, POSTGRES_ADMIN_URL, _rabbitmqctl, admin_sql, event
+from tests.servers import free_port
 from tests.support import (
     VENV_BIN,
     Worker,
@@ -100,12 +101,6 @@ def serving(app: Flask) -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join(timeout=10)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def free_port_pair() -> int:
