@@ -25,11 +25,12 @@ extra_args = click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 
 
 def serve_argv(bind: str, workers: int, extra: tuple[str, ...] = ()) -> list[str]:
-    # The config file makes /metrics add up every worker's counters and logs JSON.
+    # The config file makes /metrics add up every worker's counters and logs JSON. gunicorn's
+    # control socket has one path per user, shared by all of that user's servers: none here.
     return [
         sys.executable, "-m", "gunicorn", "-c", "python:ingest.gunicorn_config",
         "--bind", bind, "--workers", str(workers), "--worker-class", "gthread",
-        "--threads", "16", *extra, "ingest_api.wsgi:app",
+        "--threads", "16", "--no-control-socket", *extra, "ingest_api.wsgi:app",
     ]  # fmt: skip
 
 
