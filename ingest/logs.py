@@ -7,6 +7,7 @@ meanwhile carries them, whichever module logs it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import logging.config
@@ -54,10 +55,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+@functools.lru_cache(maxsize=4)
+def _utc_second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
 def _utc_iso(created: float) -> str:
     seconds = int(created)
-    millis = int((created - seconds) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    return f"{_utc_second(seconds)}.{int((created - seconds) * 1000):03d}Z"
 
 
 def logging_dict(level: str = "INFO", quiet: tuple[str, ...] = ()) -> dict[str, Any]:

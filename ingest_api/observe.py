@@ -7,6 +7,7 @@ the event routes' small JSON answers are read back.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -50,21 +51,23 @@ def _unbind(error: BaseException | None) -> None:
 
 def _finish(response: Response) -> Response:
     seconds = time.perf_counter() - g.get("started", time.perf_counter())
-    rule = request.url_rule
+    current = request._get_current_object()  # one proxy lookup instead of one per attribute
+    rule = current.url_rule
     route = rule.rule if rule is not None else "<unmatched>"
+    method = current.method
     status = response.status_code
-    REQUEST_SECONDS.labels(request.method, route, str(status)).observe(seconds)
+    REQUEST_SECONDS.labels(method, route, str(status)).observe(seconds)
     line: dict[str, Any] = {
-        "method": request.method,
+        "method": method,
         "route": route,
-        "path": request.path,
+        "path": current.path,
         "status": status,
         "duration_ms": round(seconds * 1000, 3),
     }
-    if (request.method, route) in EVENT_ROUTES:
+    if (method, route) in EVENT_ROUTES:
         line.update(_count_events(response))
-    elif request.view_args and "event_id" in request.view_args:
-        line["event_ids"] = [request.view_args["event_id"]]
+    elif current.view_args and "event_id" in current.view_args:
+        line["event_ids"] = [current.view_args["event_id"]]
     logger.info("request", extra=line)
     return response
 
@@ -75,7 +78,10 @@ def _count_events(response: Response) -> dict[str, Any]:
     if status == 503:
         PUBLISH_FAILURES.inc()
         return {"outcome": "publish_failed"}
-    body = response.get_json(silent=True)
+    try:
+        body = json.loads(response.get_data())
+    except ValueError:
+        body = None
     body = body if isinstance(body, dict) else {}
     if "results" in body:  # a batch: 202, or 422 when no event in it was valid
         return _count_batch(body["results"])
