@@ -17,7 +17,7 @@ from ingest.status import event_status
 from ingest_api.auth import require_key
 from ingest_api.body import json_body
 from ingest_api.errors import Problem
-from ingest_api.publisher import PublishError
+from ingest_api.publisher import PublishError, events_repr
 from ingest_api.schemas import BatchSchema, EventSchema, is_event_id
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,10 @@ def post_batch() -> tuple[dict[str, Any], int]:
         raise Problem(422, "No event in the batch is valid.", results=results)
     with broker_confirm():
         current_app.extensions["ingest.publisher"].publish(
-            "ingest.persist_events", [accepted], {"request_id": g.request_id}
+            "ingest.persist_events",
+            [accepted],
+            {"request_id": g.request_id},
+            argsrepr=events_repr(accepted),
         )
     return {
         "accepted": len(accepted),

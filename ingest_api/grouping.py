@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingest_api.publisher import Publisher, PublishError
+from ingest_api.publisher import Publisher, PublishError, events_repr
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,11 @@ class EventGrouper:
                 task_name, args = "ingest.persist_events", [[p.event for p in group]]
                 headers["request_ids"] = [p.request_id for p in group]
             self.publisher.publish(
-                task_name, args, headers, deadline=min(p.deadline for p in group)
+                task_name,
+                args,
+                headers,
+                deadline=min(p.deadline for p in group),
+                argsrepr=events_repr([p.event for p in group]),
             )
         except PublishError as exc:
             error = exc

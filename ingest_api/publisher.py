@@ -18,6 +18,8 @@ from tasks.topology import declare_topology
 
 logger = logging.getLogger(__name__)
 
+EVENT_IDS_SHOWN = 10
+
 
 class PublishError(Exception):
     """The broker did not confirm the message in time; the client should retry."""
@@ -35,6 +37,7 @@ class Publisher:
         args: list[Any],
         headers: dict[str, Any],
         deadline: float | None = None,
+        argsrepr: str | None = None,
     ) -> None:
         """Return once the broker confirmed a persistent message, or raise PublishError.
         `deadline` (time.monotonic()) defaults to the configured timeout from now."""
@@ -49,6 +52,7 @@ class Publisher:
                     task_name,
                     args=args,
                     headers=headers,
+                    argsrepr=argsrepr,
                     producer=producer,
                     retry=False,
                     confirm_timeout=max(deadline - time.monotonic(), 0.001),
@@ -79,7 +83,8 @@ class Publisher:
             transport_options={"write_timeout": self.timeout, "max_retries": 0},
         )
         try:
-            connection.connect()
+            # Not connect(): it sleeps 2 s and tries again, past the deadline.
+            connection.ensure_connection(max_retries=0)
             declare_topology(connection)
         except Exception:
             _close_connection(connection)
@@ -101,6 +106,13 @@ class Publisher:
     def _drain(self) -> None:
         while (producer := self._take()) is not None:
             _close(producer)
+
+
+def events_repr(events: list[dict[str, Any]]) -> str:
+    """What Flower shows of a message's arguments: its event ids, never the payloads."""
+    shown = ", ".join(event["event_id"] for event in events[:EVENT_IDS_SHOWN])
+    more = f" and {len(events) - EVENT_IDS_SHOWN} more" if len(events) > EVENT_IDS_SHOWN else ""
+    return f"[{len(events)} events: {shown}{more}]"
 
 
 def _close(producer: Producer | None) -> None:
