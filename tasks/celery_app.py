@@ -81,9 +81,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "beat_schedule": {
             "reconcile-projection": {
                 "task": "ingest.reconcile_projection",
+                # No `expires`: Celery turns it into a message TTL, and the broker dead-letters
+                # every tick that waited out a projector outage. Late ticks find little to do.
                 "schedule": settings.reconcile_interval_seconds,
-                # A tick nobody ran before the next one is worthless: let it expire.
-                "options": {"expires": settings.reconcile_interval_seconds},
             },
         },
         "enable_utc": True,
