@@ -66,9 +66,10 @@ def project_to_mysql(self: Task, event_ids: list[str]) -> None:
     logger.info("Projected events", extra={"event_ids": event_ids, "projected": projected})
 
 
-def backoff_seconds(retries: int, base: float = 1.0, cap: float = 300.0) -> float:
-    """Exponential backoff with full jitter."""
-    return random.uniform(0, min(cap, base * 2**retries))
+def backoff_seconds(retries: int, base: float = 1.0, cap: float = 300.0) -> int:
+    """Exponential backoff with full jitter, in whole seconds, at least 1: delayed delivery on
+    quorum queues counts whole seconds and refuses less than 1, which dead-letters the retry."""
+    return random.randint(1, max(1, int(min(cap, base * 2**retries))))
 
 
 def project_events(settings: Settings, event_ids: Sequence[str]) -> int:
