@@ -69,10 +69,12 @@ class Traffic:
         return self
 
     def stop(self) -> Traffic:
+        """Stop posting; fail if a request hung or got an answer other than 202 or 503."""
         self._stop.set()
         for worker in self._workers:
             worker.join(timeout=60)
             assert not worker.is_alive(), "a request hung for a minute"
+        assert not self.unexpected, self.unexpected[:5]
         return self
 
     def run(self, limit: int) -> Traffic:
@@ -125,44 +127,50 @@ def projected_ids(settings: Settings) -> set[str]:
     }
 
 
-def wait_until_stored(settings: Settings, traffic: Traffic, timeout: float = 120) -> None:
+def wait_until_stored(settings: Settings, acknowledged: set[str], timeout: float = 120) -> None:
     """Until every acknowledged event is in PostgreSQL."""
     wait_until(
-        lambda: traffic.acknowledged <= stored_ids(settings),
+        lambda: acknowledged <= stored_ids(settings),
         timeout=timeout,
         interval=0.5,
-        what=f"{len(traffic.acknowledged)} acknowledged events in PostgreSQL",
+        what=f"{len(acknowledged)} acknowledged events in PostgreSQL",
     )
 
 
-def assert_stored_exactly_once(settings: Settings, traffic: Traffic) -> None:
-    """Every acknowledged event is stored once; nothing that was not sent is stored. An event
-    answered 503 may be stored too (the broker took it but the confirm came late): the client
-    sends it again and the copy is ignored."""
-    assert not traffic.unexpected, traffic.unexpected[:5]
+def assert_stored_exactly_once(settings: Settings, acknowledged: set[str], sent: set[str]) -> None:
+    """Every acknowledged event is stored once, and nothing that was not sent. An event answered
+    503 may be stored too (the broker took it, but its confirm came too late): the client sends
+    it again and the copy is ignored."""
     total = scalar(settings.postgres_url, "SELECT count(*) FROM events")
     distinct = scalar(settings.postgres_url, "SELECT count(DISTINCT event_id) FROM events")
     stored = stored_ids(settings)
     assert total == distinct == len(stored)
-    lost = traffic.acknowledged - stored
+    lost = acknowledged - stored
     assert not lost, f"{len(lost)} acknowledged events lost, e.g. {sorted(lost)[:5]}"
-    assert stored <= traffic.sent, f"stored but never sent: {sorted(stored - traffic.sent)[:5]}"
+    assert stored <= sent, f"stored but never sent: {sorted(stored - sent)[:5]}"
+
+
+def unprojected_count(settings: Settings) -> int:
+    return scalar(settings.postgres_url, "SELECT count(*) FROM events WHERE projected_at IS NULL")
 
 
 def wait_until_projected(settings: Settings, timeout: float = 120) -> None:
     """Until MySQL holds exactly what PostgreSQL holds and PostgreSQL counts it projected."""
-    wait_until(
-        lambda: (
-            projected_ids(settings) == stored_ids(settings)
-            and scalar(
-                settings.postgres_url, "SELECT count(*) FROM events WHERE projected_at IS NULL"
-            )
-            == 0
-        ),
-        timeout=timeout,
-        interval=0.5,
-        what="MySQL to hold every stored event",
-    )
+    try:
+        wait_until(
+            lambda: (
+                projected_ids(settings) == stored_ids(settings) and unprojected_count(settings) == 0
+            ),
+            timeout=timeout,
+            interval=0.5,
+        )
+    except AssertionError:
+        stored, projected = stored_ids(settings), projected_ids(settings)
+        raise AssertionError(
+            f"after {timeout}s MySQL lacks {len(stored - projected)} of {len(stored)} stored "
+            f"events and holds {len(projected - stored)} others; PostgreSQL counts "
+            f"{unprojected_count(settings)} unprojected"
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -60,10 +60,10 @@ def test_kill_9_of_a_pool_child_mid_task_loses_nothing(faulty: Settings) -> None
                 what="the redelivered task to wait on the row again",
             )
         traffic.stop()
-        traffic.acknowledged.add("held-child")
+        acknowledged = traffic.acknowledged | {"held-child"}
 
-        wait_until_stored(faulty, traffic)
-        assert_stored_exactly_once(faulty, traffic)
+        wait_until_stored(faulty, acknowledged)
+        assert_stored_exactly_once(faulty, acknowledged, traffic.sent | acknowledged)
         wait_until_projected(faulty)
     assert "signal 9 (SIGKILL)" in persist.output()
     assert dead_letters(faulty) == []
@@ -75,7 +75,6 @@ def test_kill_9_of_the_whole_worker_then_a_restart_loses_nothing(faulty: Setting
         with event_held(faulty, "held-worker"):
             response = app.test_client().post("/v1/events", json=event("held-worker"), headers=AUTH)
             assert response.status_code == 202
-            traffic.acknowledged.add("held-worker")
             wait_until(lambda: lock_waiters(faulty), what="a task to wait on the row")
             wait_until(lambda: stored_count(faulty) >= 200, what="the run to be under way")
 
@@ -89,8 +88,9 @@ def test_kill_9_of_the_whole_worker_then_a_restart_loses_nothing(faulty: Setting
                 what="the run to go on after the restart",
             )
             traffic.stop()
-            wait_until_stored(faulty, traffic)
-            assert_stored_exactly_once(faulty, traffic)
+            acknowledged = traffic.acknowledged | {"held-worker"}
+            wait_until_stored(faulty, acknowledged)
+            assert_stored_exactly_once(faulty, acknowledged, traffic.sent | acknowledged)
             wait_until_projected(faulty)
         finally:
             replacement.stop()

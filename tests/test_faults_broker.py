@@ -1,0 +1,175 @@
+"""Faults 3, 4 and 8 on a private RabbitMQ: stopped, blocked by a memory alarm, restarted
+mid-run, and a delay longer than its consumer_timeout."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from ingest.config import Settings
+from ingest_api.events import message_event
+from ingest_api.schemas import EventSchema
+from tasks.celery_app import create_celery
+from tests.conftest import AUTH, event, reset
+from tests.faults import (
+    Traffic,
+    api,
+    assert_stored_exactly_once,
+    dead_letters,
+    running_beat,
+    stored_ids,
+    wait_until_projected,
+    wait_until_stored,
+)
+from tests.servers import RabbitNode, private_rabbitmq
+from tests.support import Worker, running_workers, stored_count, wait_until
+
+pytestmark = pytest.mark.slow
+
+PUBLISH_TIMEOUT = Settings.publish_timeout
+# Scheduling noise on a shared 2-core machine, on top of the publish timeout.
+SLACK = 1.0
+CONSUMER_TIMEOUT_MS = 5000
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[RabbitNode]:
+    with private_rabbitmq() as node:
+        yield node
+
+
+@pytest.fixture
+def faulty(settings: Settings, broker: RabbitNode) -> Settings:
+    """The run's databases, the private broker, everything empty."""
+    ours = settings.replace(broker_url=broker.url)
+    reset(ours)
+    return ours
+
+
+def test_with_the_broker_stopped_posts_answer_503_in_time_and_readyz_is_503(
+    faulty: Settings, broker: RabbitNode
+) -> None:
+    with api(faulty) as app:
+        client = app.test_client()
+        # A pooled broker connection exists when the broker goes away.
+        assert client.post("/v1/events", json=event("before-stop"), headers=AUTH).status_code == 202
+        assert client.get("/readyz").status_code == 200
+
+        broker.stop()
+        try:
+            traffic = Traffic(app, "stopped", threads=8).run(limit=80)
+            began = time.monotonic()
+            ready = client.get("/readyz")
+            readyz_seconds = time.monotonic() - began
+        finally:
+            broker.start()
+
+        assert traffic.acknowledged == set()
+        assert len(traffic.refused) == 80
+        assert traffic.slowest_refusal <= PUBLISH_TIMEOUT + SLACK
+        assert ready.status_code == 503
+        assert ready.json["checks"] == {"postgres": "ok", "broker": "down"}
+        assert readyz_seconds <= PUBLISH_TIMEOUT + SLACK
+
+        assert client.post("/v1/events", json=event("after-start"), headers=AUTH).status_code == 202
+        assert client.get("/readyz").status_code == 200
+
+
+def test_with_a_memory_alarm_posts_answer_503_in_time_never_202(
+    faulty: Settings, broker: RabbitNode
+) -> None:
+    with api(faulty) as app, running_workers(faulty):
+        client = app.test_client()
+        assert (
+            client.post("/v1/events", json=event("before-alarm"), headers=AUTH).status_code == 202
+        )
+
+        with broker.memory_alarm():
+            blocked = Traffic(app, "alarm", threads=8).run(limit=40)
+
+        assert blocked.acknowledged == set()
+        assert len(blocked.refused) == 40
+        # Each waited for a confirm that did not come, and no longer than the timeout.
+        assert PUBLISH_TIMEOUT <= blocked.slowest_refusal <= PUBLISH_TIMEOUT + SLACK
+
+        after = Traffic(app, "after-alarm").run(limit=40)
+        assert len(after.acknowledged) == 40
+        acknowledged = after.acknowledged | {"before-alarm"}
+        wait_until_stored(faulty, acknowledged)
+        assert_stored_exactly_once(faulty, acknowledged, acknowledged | blocked.refused)
+        wait_until_projected(faulty)
+    assert dead_letters(faulty) == []
+
+
+def test_a_broker_restart_mid_run_loses_nothing_and_duplicates_nothing(
+    faulty: Settings, broker: RabbitNode
+) -> None:
+    with api(faulty) as app, running_workers(faulty), running_beat(faulty):
+        traffic = Traffic(app, "restart", pause=0.02).start()
+        wait_until(lambda: stored_count(faulty) >= 300, what="the run to be under way")
+
+        broker.stop()
+        broker.start()
+
+        restarted_with = len(traffic.acknowledged)
+        wait_until(
+            lambda: len(traffic.acknowledged) >= restarted_with + 300,
+            timeout=60,
+            what="the API to accept events again",
+        )
+        wait_until(
+            lambda: stored_count(faulty) >= restarted_with + 300,
+            timeout=60,
+            what="the workers to store events again",
+        )
+        traffic.stop()
+
+        assert traffic.refused, "the restart did not hit the run"
+        wait_until_stored(faulty, traffic.acknowledged)
+        assert_stored_exactly_once(faulty, traffic.acknowledged, traffic.sent)
+        wait_until_projected(faulty)
+    assert dead_letters(faulty) == []
+
+
+def test_a_delay_longer_than_the_consumer_timeout_leaves_the_worker_running(
+    settings: Settings,
+) -> None:
+    """Retries publish the task again with a countdown. On quorum queues Celery sends it through
+    the broker's delay queues, so no worker holds an unacknowledged message meanwhile; a worker
+    holding it past consumer_timeout would lose its channel (celery#6760)."""
+    delay = 3 * CONSUMER_TIMEOUT_MS / 1000
+    with private_rabbitmq(consumer_timeout_ms=CONSUMER_TIMEOUT_MS) as node:
+        ours = settings.replace(broker_url=node.url)
+        reset(ours)
+        persist = Worker(ours, "ingest.persist", "persist")
+        try:
+            celery = create_celery(ours)
+            sent_at = time.monotonic()
+            celery.send_task(
+                "ingest.persist_event",
+                args=[message_event(EventSchema().load(event("delayed")))],
+                countdown=delay,
+            )
+            celery.close()
+            wait_until(
+                lambda: stored_ids(ours) == {"delayed"},
+                timeout=delay + 30,
+                what="the delayed task to run",
+            )
+            ran_after = time.monotonic() - sent_at
+
+            # The worker kept its channel: it takes new work at once.
+            with api(ours) as app:
+                response = app.test_client().post("/v1/events", json=event("fresh"), headers=AUTH)
+            assert response.status_code == 202
+            wait_until(lambda: stored_ids(ours) == {"delayed", "fresh"}, timeout=10)
+            assert persist.process.poll() is None
+        finally:
+            persist.stop()
+
+    assert ran_after >= delay
+    log = persist.output()
+    assert "PRECONDITION_FAILED" not in log
+    assert "Connection to broker lost" not in log
