@@ -10,6 +10,7 @@ import zlib
 from typing import Any
 
 from flask import request
+from werkzeug.exceptions import ClientDisconnected
 
 from ingest_api.errors import Problem
 
@@ -26,7 +27,18 @@ def json_body(max_body_bytes: int) -> Any:
     if charset not in ("utf-8", "utf8"):
         raise Problem(415, f"The JSON body must be UTF-8, not charset={charset!r}.")
     # Flask's MAX_CONTENT_LENGTH has already turned away a body over the limit on the wire.
-    raw = request.get_data(cache=False)
+    try:
+        raw = request.get_data(cache=False)
+    except ClientDisconnected as exc:
+        # werkzeug raises this from within the failed read: that read's error is the context.
+        if not isinstance(exc.__context__, (BlockingIOError, TimeoutError)):
+            raise
+        # The connection's read timeout (ingest.gunicorn_config) ran out mid-body.
+        raise Problem(
+            408,
+            f"The body stopped arriving before its Content-Length of {request.content_length} "
+            "bytes; send it again, whole.",
+        ) from None
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding == "gzip":
         raw = _gunzip_limited(raw, max_body_bytes)

@@ -197,6 +197,7 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
     unpublished = {
         "400": _problem("Malformed JSON, invalid UTF-8 or a broken gzip body."),
         "401": _problem("Missing or wrong key."),
+        "408": _problem("The body stopped arriving for longer than the server's timeout."),
         "413": _problem("Over a size limit; `limit` and `limit_value` name it."),
         "415": _problem("A content type other than application/json, or an unknown encoding."),
         "503": _problem(

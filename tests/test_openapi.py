@@ -82,7 +82,7 @@ def test_the_description_comes_from_the_marshmallow_schemas(
         "description": "A key from INGEST_API_KEYS.",
     }
     post_event = description["paths"]["/v1/events"]["post"]
-    assert set(post_event["responses"]) == {"202", "400", "401", "413", "415", "422", "503"}
+    assert set(post_event["responses"]) == {"202", "400", "401", "408", "413", "415", "422", "503"}
     problem = post_event["responses"]["503"]
     assert "application/problem+json" in problem["content"]
     assert "Retry-After" in problem["headers"]
