@@ -1,0 +1,127 @@
+"""MySQL out of reach, and fault 6: the projection's publish refused while MySQL is down for
+longer than the projection's retries. PostgreSQL never waits for MySQL; the reconciler
+completes the projection once MySQL is back."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+
+from ingest.config import Settings
+from tests.conftest import migrate, reset
+from tests.faults import (
+    Traffic,
+    api,
+    assert_stored_exactly_once,
+    dead_letters,
+    projected_ids,
+    running_beat,
+    unprojected_count,
+    wait_until_projected,
+    wait_until_stored,
+)
+from tests.servers import MariaDBServer, RabbitNode, private_mariadb, private_rabbitmq
+from tests.support import running_workers, stored_count, wait_until
+
+pytestmark = pytest.mark.slow
+
+REFUSE_PUBLISHES = json.dumps({"max-length": 0, "overflow": "reject-publish"})
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[RabbitNode]:
+    with private_rabbitmq() as node:
+        yield node
+
+
+@pytest.fixture(scope="module")
+def mariadb() -> Iterator[MariaDBServer]:
+    with private_mariadb() as server:
+        yield server
+
+
+@pytest.fixture
+def faulty(settings: Settings, broker: RabbitNode, mariadb: MariaDBServer) -> Settings:
+    ours = settings.replace(broker_url=broker.url, mysql_url=mariadb.url)
+    migrate(ours)
+    reset(ours)
+    return ours
+
+
+def seconds_to_store(app: Flask, settings: Settings, prefix: str, count: int) -> float:
+    """Post `count` events and return how long until all of them were in PostgreSQL."""
+    began = time.monotonic()
+    traffic = Traffic(app, prefix).run(limit=count)
+    assert len(traffic.acknowledged) == count
+    wait_until_stored(settings, traffic.acknowledged)
+    return time.monotonic() - began
+
+
+def given_up(worker_log: str) -> set[str]:
+    """Event ids whose projection ran out of retries, from the worker's JSON log lines."""
+    ids: set[str] = set()
+    for line in worker_log.splitlines():
+        if line.startswith("{") and "Projection retries ran out" in line:
+            ids.update(json.loads(line)["event_ids"])
+    return ids
+
+
+def test_with_mysql_unreachable_events_land_in_postgres_at_full_speed(
+    faulty: Settings, mariadb: MariaDBServer
+) -> None:
+    with api(faulty) as app, running_workers(faulty), running_beat(faulty):
+        with_mysql = seconds_to_store(app, faulty, "up", 1000)
+        wait_until_projected(faulty)
+
+        mariadb.pause()  # connections hang rather than fail: the harder case
+        try:
+            without_mysql = seconds_to_store(app, faulty, "down", 1000)
+            assert stored_count(faulty) == 2000
+            assert unprojected_count(faulty) == 1000
+        finally:
+            mariadb.resume()
+        wait_until_projected(faulty)
+
+    print(f"1000 events stored in {with_mysql:.1f}s with MySQL, {without_mysql:.1f}s without")
+    assert without_mysql <= 2 * with_mysql + 2
+
+
+def test_a_refused_projection_publish_and_a_long_mysql_outage_are_repaired(
+    faulty: Settings, broker: RabbitNode, mariadb: MariaDBServer
+) -> None:
+    with (
+        api(faulty) as app,
+        running_workers(faulty) as (persist, projector),
+        running_beat(faulty),
+    ):
+        mariadb.kill()
+        try:
+            with broker.policy("refuse-projection", r"^ingest\.projection$", REFUSE_PUBLISHES):
+                refused = Traffic(app, "refused").run(limit=200)
+                wait_until_stored(faulty, refused.acknowledged)
+                wait_until(
+                    lambda: "Could not publish the projection" in persist.output(),
+                    what="the persist worker to see its projection publish refused",
+                )
+            # Publishes go through again, and meet a MySQL that stays down longer than the
+            # projection's retries.
+            retried = Traffic(app, "retried").run(limit=100)
+            wait_until_stored(faulty, retried.acknowledged)
+            wait_until(
+                lambda: retried.acknowledged <= given_up(projector.output()),
+                timeout=60,
+                what="the projection to run out of retries",
+            )
+            assert unprojected_count(faulty) == 300
+        finally:
+            mariadb.start()
+
+        wait_until_projected(faulty)
+        acknowledged = refused.acknowledged | retried.acknowledged
+        assert_stored_exactly_once(faulty, acknowledged, acknowledged)
+        assert projected_ids(faulty) == acknowledged
+    assert dead_letters(faulty) == []

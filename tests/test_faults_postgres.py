@@ -1,0 +1,105 @@
+"""Fault 5: PostgreSQL down for a minute mid-run. The API keeps accepting, persist retries with
+backoff and no cap, every event is stored once PostgreSQL is back, nothing is dead-lettered.
+
+The broker here has a 5 s consumer_timeout, so the retries (delays up to 60 s) also show
+fault 8 under real load: no worker holds a message while it waits."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+
+import pytest
+
+from ingest.config import Settings
+from tests.conftest import migrate, reset
+from tests.faults import (
+    Traffic,
+    api,
+    assert_stored_exactly_once,
+    dead_letters,
+    running_beat,
+    wait_until_projected,
+    wait_until_stored,
+)
+from tests.servers import PostgresServer, RabbitNode, private_postgres, private_rabbitmq
+from tests.support import running_workers, stored_count, wait_until
+
+pytestmark = pytest.mark.slow
+
+OUTAGE_SECONDS = 60
+# Celery's default max_retries: a task retried more often than this has no small cap.
+CELERY_DEFAULT_MAX_RETRIES = 3
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    with private_postgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[RabbitNode]:
+    with private_rabbitmq(consumer_timeout_ms=5000) as node:
+        yield node
+
+
+@pytest.fixture
+def faulty(settings: Settings, postgres: PostgresServer, broker: RabbitNode) -> Settings:
+    ours = settings.replace(broker_url=broker.url, postgres_url=postgres.url)
+    migrate(ours)
+    reset(ours)
+    return ours
+
+
+def retries_by_task(worker_log: str) -> dict[str, int]:
+    """How often each task was retried, from the worker's JSON task lines."""
+    retries: dict[str, int] = defaultdict(int)
+    for line in worker_log.splitlines():
+        if line.startswith("{") and '"outcome": "retry"' in line:
+            record = json.loads(line)
+            retries[record["task_id"]] = max(retries[record["task_id"]], record["retries"] + 1)
+    return retries
+
+
+def test_a_postgres_outage_mid_run_is_retried_with_backoff_and_loses_nothing(
+    faulty: Settings, postgres: PostgresServer
+) -> None:
+    with api(faulty) as app, running_workers(faulty) as (persist, _), running_beat(faulty):
+        client = app.test_client()
+        traffic = Traffic(app, "outage", pause=0.2).start()
+        wait_until(lambda: stored_count(faulty) >= 200, what="the run to be under way")
+
+        postgres.stop()  # immediate: a crash, connections cut
+        try:
+            accepted_at_stop = len(traffic.acknowledged)
+            ready = client.get("/readyz")
+            time.sleep(OUTAGE_SECONDS)
+            accepted_during_outage = len(traffic.acknowledged) - accepted_at_stop
+        finally:
+            postgres.start()
+        recovered = time.monotonic()
+        traffic.stop()
+
+        # Retries back off to at most 60 s, so the backlog clears within about a minute.
+        wait_until_stored(faulty, traffic.acknowledged, timeout=120)
+        print(f"stored every event {time.monotonic() - recovered:.1f}s after the recovery")
+        assert_stored_exactly_once(faulty, traffic.acknowledged, traffic.sent)
+        # Projections that ran out of retries during the outage are the reconciler's.
+        wait_until_projected(faulty)
+        assert persist.process.poll() is None
+
+    assert ready.status_code == 503
+    assert ready.json["checks"] == {"postgres": "down", "broker": "ok"}
+    assert accepted_during_outage > 100, "the API stopped accepting while PostgreSQL was down"
+    assert not traffic.refused
+    assert dead_letters(faulty) == []
+
+    retries = retries_by_task(persist.output())
+    assert retries, "no task was retried"
+    # No small retry cap, and backoff: a minute of outage is a handful of tries, not a spin.
+    assert max(retries.values()) > CELERY_DEFAULT_MAX_RETRIES
+    assert max(retries.values()) <= 15
+    assert "PRECONDITION_FAILED" not in persist.output()
