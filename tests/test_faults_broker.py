@@ -173,3 +173,24 @@ def test_a_delay_longer_than_the_consumer_timeout_leaves_the_worker_running(
     log = persist.output()
     assert "PRECONDITION_FAILED" not in log
     assert "Connection to broker lost" not in log
+
+
+def test_a_worker_first_on_a_fresh_broker_binds_every_queue_for_delayed_delivery(
+    settings: Settings,
+) -> None:
+    """Celery binds the work queues to its delay exchanges once, at worker start, and only
+    those that exist by then; a delayed message for an unbound queue would be dropped."""
+    with private_rabbitmq() as node:
+        ours = settings.replace(broker_url=node.url)
+        persist = Worker(ours, "ingest.persist", "persist")
+        try:
+            celery = create_celery(ours)
+            celery.send_task("ingest.project_to_mysql", args=[["not-stored"]], countdown=1)
+            celery.close()
+            wait_until(
+                lambda: node.queue_depths().get("ingest.projection") == (1, 0),
+                timeout=15,
+                what="the delayed message in ingest.projection",
+            )
+        finally:
+            persist.stop()

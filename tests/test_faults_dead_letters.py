@@ -1,0 +1,234 @@
+"""Fault 7 and Celery's acking pitfalls: a message no code can process is parked in ingest.dead
+with the broker's reason, never acked away and never looping; `ingest dead-letters replay`
+sends it back once the cause is fixed."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from kombu import Connection
+from kombu.transport.native_delayed_delivery import (
+    declare_native_delayed_delivery_exchanges_and_queues,
+)
+
+from ingest.config import Settings
+from ingest_api.events import message_event
+from ingest_api.schemas import EventSchema
+from tasks.celery_app import create_celery
+from tasks.topology import DELIVERY_LIMIT, declare_topology
+from tests.conftest import AUTH, admin_sql, event, reset
+from tests.faults import (
+    DeadLetter,
+    api,
+    dead_letters,
+    event_held,
+    lock_waiters,
+    process_on_port,
+    publish_raw,
+    stored_ids,
+)
+from tests.servers import RabbitNode, private_rabbitmq
+from tests.support import Worker, stored_count, wait_until
+from tests.test_cli import invoke
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[RabbitNode]:
+    with private_rabbitmq() as node:
+        yield node
+
+
+@pytest.fixture(scope="module")
+def module_settings(settings: Settings, broker: RabbitNode) -> Settings:
+    return settings.replace(broker_url=broker.url)
+
+
+@pytest.fixture(scope="module")
+def persist(module_settings: Settings) -> Iterator[Worker]:
+    worker = Worker(module_settings, "ingest.persist", "persist")
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+@pytest.fixture
+def faulty(module_settings: Settings, persist: Worker) -> Settings:
+    """A private broker, a persist worker (no projector), everything empty."""
+    reset(module_settings)
+    return module_settings
+
+
+def one_dead_letter(settings: Settings) -> DeadLetter:
+    [letter] = wait_until(lambda: dead_letters(settings), timeout=30, what="a dead letter")
+    return letter
+
+
+def celery_headers(task: str, task_id: str) -> dict[str, Any]:
+    return {"task": task, "id": task_id, "lang": "py", "root_id": task_id, "retries": 0}
+
+
+def failing_task(settings: Settings) -> None:
+    """A well-formed persist_event whose event PostgreSQL refuses for good (id too long), as
+    an older producer could send it."""
+    celery = create_celery(settings)
+    try:
+        celery.send_task(
+            "ingest.persist_event",
+            args=[message_event(EventSchema().load(event("x"))) | {"event_id": "x" * 200}],
+            task_id="poison-fails",
+        )
+    finally:
+        celery.close()
+
+
+def undecodable(settings: Settings) -> None:
+    publish_raw(
+        settings,
+        b'[[{"event_id": "poison-decode"',
+        application_headers=celery_headers("ingest.persist_event", "poison-decode"),
+        content_type="application/json",
+        content_encoding="utf-8",
+    )
+
+
+def unknown_task(settings: Settings) -> None:
+    publish_raw(
+        settings,
+        json.dumps([[], {}, {}]).encode(),
+        application_headers=celery_headers("ingest.no_such_task", "poison-unknown"),
+        content_type="application/json",
+        content_encoding="utf-8",
+    )
+
+
+def pickled(settings: Settings) -> None:
+    publish_raw(
+        settings,
+        pickle.dumps(([{"event_id": "poison-pickle"}], {}, {})),
+        application_headers=celery_headers("ingest.persist_event", "poison-pickle"),
+        content_type="application/x-python-serialize",
+        content_encoding="binary",
+    )
+
+
+def not_a_task(settings: Settings) -> None:
+    publish_raw(settings, b"hello", content_type="text/plain")
+
+
+@pytest.mark.parametrize(
+    ("send", "task_id"),
+    [
+        (failing_task, "poison-fails"),
+        (undecodable, "poison-decode"),
+        (unknown_task, "poison-unknown"),
+        (pickled, "poison-pickle"),
+        (not_a_task, None),
+    ],
+    ids=["task-fails-for-good", "undecodable-body", "unknown-task", "pickle", "not-a-task"],
+)
+def test_a_poison_message_is_dead_lettered_once_with_its_reason(
+    faulty: Settings,
+    persist: Worker,
+    broker: RabbitNode,
+    send: Callable[[Settings], None],
+    task_id: str | None,
+) -> None:
+    send(faulty)
+
+    letter = one_dead_letter(faulty)
+    assert letter.death["reason"] == "rejected"
+    assert letter.death["queue"] == "ingest.persist"
+    assert letter.headers.get("id") == task_id
+    # Parked, not looping: nothing left in the work queue, no second death.
+    time.sleep(1)
+    assert broker.queue_depths()["ingest.persist"] == (0, 0)
+    assert [letter.death["count"] for letter in dead_letters(faulty)] == [1]
+    assert stored_count(faulty) == 0
+    assert persist.process.poll() is None
+
+
+def test_a_message_that_kills_its_worker_is_parked_after_the_delivery_limit(
+    faulty: Settings, persist: Worker
+) -> None:
+    killed: set[int] = set()
+
+    def next_victim() -> int | str | None:
+        if dead_letters(faulty):
+            return "parked"
+        alive = set(map(process_on_port, lock_waiters(faulty))) - killed - {None}
+        return alive.pop() if alive else None
+
+    with api(faulty) as app, event_held(faulty, "deadly"):
+        response = app.test_client().post("/v1/events", json=event("deadly"), headers=AUTH)
+        assert response.status_code == 202
+        while (victim := wait_until(next_victim, timeout=30, what="the next delivery")) != "parked":
+            assert isinstance(victim, int)
+            os.kill(victim, signal.SIGKILL)
+            killed.add(victim)
+            assert len(killed) <= DELIVERY_LIMIT + 1, "redelivered past the delivery limit"
+
+    letter = one_dead_letter(faulty)
+    assert letter.death["reason"] == "delivery_limit"
+    assert letter.death["queue"] == "ingest.persist"
+    assert len(killed) == DELIVERY_LIMIT + 1
+    assert persist.process.poll() is None
+
+    # The cause gone (the lock released), a replay stores the event.
+    replayed = invoke(faulty, "dead-letters", "replay")
+    assert replayed.exit_code == 0, replayed.output
+    wait_until(lambda: stored_ids(faulty) == {"deadly"}, what="the replayed event stored")
+    assert dead_letters(faulty) == []
+
+
+@contextmanager
+def exchanges_deleted(settings: Settings, *names: str) -> Iterator[None]:
+    """The broker without these exchanges: a publish to one fails (404), then they return."""
+    with Connection(settings.broker_url) as connection:
+        for name in names:
+            connection.default_channel.exchange_delete(name)
+    try:
+        yield
+    finally:
+        with Connection(settings.broker_url) as connection:
+            declare_topology(connection)
+            declare_native_delayed_delivery_exchanges_and_queues(connection, "quorum")
+
+
+def test_a_retry_that_cannot_be_published_is_dead_lettered_not_dropped(
+    faulty: Settings,
+) -> None:
+    """Celery's retry() turns a failed publish of the retry into Reject(requeue=False): the
+    dead-letter exchange keeps that message. Both ways a retry leaves are gone here: the work
+    exchange (no delay) and the delayed-delivery entry exchange."""
+    with api(faulty) as app, event_held(faulty, "unretryable"):
+        response = app.test_client().post("/v1/events", json=event("unretryable"), headers=AUTH)
+        assert response.status_code == 202
+        wait_until(lambda: lock_waiters(faulty), what="the task to wait on the row")
+        with exchanges_deleted(faulty, "ingest", "celery_delayed_27"):
+            # A transient error: the task retries, and the retry cannot be published.
+            admin_sql(
+                faulty.postgres_url,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            letter = one_dead_letter(faulty)
+
+    assert letter.death["reason"] == "rejected"
+    assert letter.death["queue"] == "ingest.persist"
+    assert stored_count(faulty) == 0
+
+    replayed = invoke(faulty, "dead-letters", "replay")
+    assert replayed.exit_code == 0, replayed.output
+    wait_until(lambda: stored_ids(faulty) == {"unretryable"}, what="the replayed event stored")
+    assert dead_letters(faulty) == []
