@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 # Single events published together in one message, at most; a worker inserts them in one statement.
 GROUP_MAX_EVENTS = 100
+# How long a group of single events may wait for more once several arrive together.
+GROUP_LINGER_SECONDS = 0.005
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -38,7 +40,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.extensions["ingest.publisher"] = publisher
     app.extensions["ingest.grouper"] = EventGrouper(
-        publisher, max_events=GROUP_MAX_EVENTS, max_bytes=settings.max_body_bytes
+        publisher,
+        max_events=GROUP_MAX_EVENTS,
+        max_bytes=settings.max_body_bytes,
+        linger=GROUP_LINGER_SECONDS,
     )
     logger.info("Starting the API", extra={"settings": settings.redacted()})
 

@@ -32,10 +32,13 @@ class _Pending:
 
 
 class EventGrouper:
-    def __init__(self, publisher: Publisher, max_events: int, max_bytes: int) -> None:
+    def __init__(
+        self, publisher: Publisher, max_events: int, max_bytes: int, linger: float
+    ) -> None:
         self.publisher = publisher
         self.max_events = max_events
         self.max_bytes = max_bytes
+        self.linger = linger
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._owner_pid = 0
@@ -80,15 +83,17 @@ class EventGrouper:
     def _next_group(self) -> list[_Pending]:
         group = [self._queue.get()]
         size = group[0].size
-        while len(group) < self.max_events:
+        # An event alone leaves at once. When others are already waiting (load), the group stays
+        # open a few milliseconds more: far fewer, larger messages for the workers to write.
+        closes_at = time.monotonic() + self.linger
+        while len(group) < self.max_events and size < self.max_bytes:
+            wait = closes_at - time.monotonic() if len(group) > 1 else 0
             try:
-                pending = self._queue.get_nowait()
+                pending = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             group.append(pending)
             size += pending.size
-            if size >= self.max_bytes:
-                break
         return group
 
     def _publish(self, group: list[_Pending]) -> None:
