@@ -23,7 +23,7 @@ from ingest_api import create_app
 from models import engine_for
 from tasks.topology import DEAD_QUEUE, declare_topology
 from tests.conftest import AUTH, event
-from tests.support import ROOT, VENV_BIN, rows, scalar, service_env, wait_until
+from tests.support import ROOT, VENV_BIN, Worker, rows, scalar, service_env, wait_until
 
 
 @contextmanager
@@ -261,6 +261,16 @@ def process_on_port(port: int) -> int | None:
     ).stdout
     found = re.search(r"pid=(\d+)", listing)
     return int(found.group(1)) if found else None
+
+
+@contextmanager
+def running_worker(settings: Settings, queue: str, name: str) -> Iterator[Worker]:
+    """One `celery worker` subprocess, stopped on exit."""
+    worker = Worker(settings, queue, name)
+    try:
+        yield worker
+    finally:
+        worker.stop()
 
 
 class Beat:

@@ -279,6 +279,9 @@ class MariaDBServer:
             return False
         return True
 
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def kill(self) -> None:
         """kill -9: connections refused until start()."""
         assert self.process is not None

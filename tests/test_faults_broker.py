@@ -19,12 +19,13 @@ from tests.faults import (
     assert_stored_exactly_once,
     dead_letters,
     running_beat,
+    running_worker,
     stored_ids,
     wait_until_projected,
     wait_until_stored,
 )
 from tests.servers import RabbitNode, private_rabbitmq
-from tests.support import Worker, running_workers, stored_count, wait_until
+from tests.support import running_workers, stored_count, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -143,8 +144,7 @@ def test_a_delay_longer_than_the_consumer_timeout_leaves_the_worker_running(
     with private_rabbitmq(consumer_timeout_ms=CONSUMER_TIMEOUT_MS) as node:
         ours = settings.replace(broker_url=node.url)
         reset(ours)
-        persist = Worker(ours, "ingest.persist", "persist")
-        try:
+        with running_worker(ours, "ingest.persist", "persist") as persist:
             celery = create_celery(ours)
             sent_at = time.monotonic()
             celery.send_task(
@@ -166,8 +166,6 @@ def test_a_delay_longer_than_the_consumer_timeout_leaves_the_worker_running(
             assert response.status_code == 202
             wait_until(lambda: stored_ids(ours) == {"delayed", "fresh"}, timeout=10)
             assert persist.process.poll() is None
-        finally:
-            persist.stop()
 
     assert ran_after >= delay
     log = persist.output()
@@ -182,8 +180,7 @@ def test_a_worker_first_on_a_fresh_broker_binds_every_queue_for_delayed_delivery
     those that exist by then; a delayed message for an unbound queue would be dropped."""
     with private_rabbitmq() as node:
         ours = settings.replace(broker_url=node.url)
-        persist = Worker(ours, "ingest.persist", "persist")
-        try:
+        with running_worker(ours, "ingest.persist", "persist"):
             celery = create_celery(ours)
             celery.send_task("ingest.project_to_mysql", args=[["not-stored"]], countdown=1)
             celery.close()
@@ -192,5 +189,3 @@ def test_a_worker_first_on_a_fresh_broker_binds_every_queue_for_delayed_delivery
                 timeout=15,
                 what="the delayed message in ingest.projection",
             )
-        finally:
-            persist.stop()

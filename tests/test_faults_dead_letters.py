@@ -33,6 +33,7 @@ from tests.faults import (
     lock_waiters,
     process_on_port,
     publish_raw,
+    running_worker,
     stored_ids,
 )
 from tests.servers import RabbitNode, private_rabbitmq
@@ -55,11 +56,8 @@ def module_settings(settings: Settings, broker: RabbitNode) -> Settings:
 
 @pytest.fixture(scope="module")
 def persist(module_settings: Settings) -> Iterator[Worker]:
-    worker = Worker(module_settings, "ingest.persist", "persist")
-    try:
+    with running_worker(module_settings, "ingest.persist", "persist") as worker:
         yield worker
-    finally:
-        worker.stop()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest
 from flask import Flask
 
 from ingest.config import Settings
+from tasks.celery_app import create_celery
 from tests.conftest import migrate, reset
 from tests.faults import (
     Traffic,
@@ -20,6 +21,7 @@ from tests.faults import (
     dead_letters,
     projected_ids,
     running_beat,
+    running_worker,
     unprojected_count,
     wait_until_projected,
     wait_until_stored,
@@ -93,35 +95,42 @@ def test_with_mysql_unreachable_events_land_in_postgres_at_full_speed(
 def test_a_refused_projection_publish_and_a_long_mysql_outage_are_repaired(
     faulty: Settings, broker: RabbitNode, mariadb: MariaDBServer
 ) -> None:
-    with (
-        api(faulty) as app,
-        running_workers(faulty) as (persist, projector),
-        running_beat(faulty),
-    ):
-        mariadb.kill()
-        try:
+    mariadb.kill()
+    try:
+        with api(faulty) as app, running_worker(faulty, "ingest.persist", "persist") as persist:
+            # A quorum queue refuses publishes only while it is over its length: one message
+            # that nobody consumes yet keeps it over a max-length of 0.
+            celery = create_celery(faulty)
+            celery.send_task("ingest.project_to_mysql", args=[[]])
+            celery.close()
             with broker.policy("refuse-projection", r"^ingest\.projection$", REFUSE_PUBLISHES):
                 refused = Traffic(app, "refused").run(limit=200)
                 wait_until_stored(faulty, refused.acknowledged)
+                assert broker.queue_depths()["ingest.projection"] == (1, 0)
+            assert "Could not publish the projection" in persist.output()
+
+            with (
+                running_worker(faulty, "ingest.projection", "projector") as projector,
+                running_beat(faulty),
+            ):
+                # Publishes go through again, and meet a MySQL that stays down longer than the
+                # projection's retries.
+                retried = Traffic(app, "retried").run(limit=100)
+                wait_until_stored(faulty, retried.acknowledged)
                 wait_until(
-                    lambda: "Could not publish the projection" in persist.output(),
-                    what="the persist worker to see its projection publish refused",
+                    lambda: retried.acknowledged <= given_up(projector.output()),
+                    timeout=60,
+                    what="the projection to run out of retries",
                 )
-            # Publishes go through again, and meet a MySQL that stays down longer than the
-            # projection's retries.
-            retried = Traffic(app, "retried").run(limit=100)
-            wait_until_stored(faulty, retried.acknowledged)
-            wait_until(
-                lambda: retried.acknowledged <= given_up(projector.output()),
-                timeout=60,
-                what="the projection to run out of retries",
-            )
-            assert unprojected_count(faulty) == 300
-        finally:
+                assert unprojected_count(faulty) == 300
+
+                mariadb.start()
+                wait_until_projected(faulty)
+    finally:
+        if not mariadb.running():
             mariadb.start()
 
-        wait_until_projected(faulty)
-        acknowledged = refused.acknowledged | retried.acknowledged
-        assert_stored_exactly_once(faulty, acknowledged, acknowledged)
-        assert projected_ids(faulty) == acknowledged
+    acknowledged = refused.acknowledged | retried.acknowledged
+    assert_stored_exactly_once(faulty, acknowledged, acknowledged)
+    assert projected_ids(faulty) == acknowledged
     assert dead_letters(faulty) == []

@@ -19,11 +19,12 @@ from tests.faults import (
     event_held,
     lock_waiters,
     process_on_port,
+    running_worker,
     wait_until_projected,
     wait_until_stored,
 )
 from tests.servers import RabbitNode, private_rabbitmq
-from tests.support import Worker, rows, running_workers, stored_count, wait_until
+from tests.support import rows, running_workers, stored_count, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -81,8 +82,7 @@ def test_kill_9_of_the_whole_worker_then_a_restart_loses_nothing(faulty: Setting
             persist.kill()  # main process and pool children, mid-task
 
         stored_at_kill = stored_count(faulty)
-        replacement = Worker(faulty, "ingest.persist", "persist")
-        try:
+        with running_worker(faulty, "ingest.persist", "persist"):
             wait_until(
                 lambda: stored_count(faulty) >= stored_at_kill + 200,
                 what="the run to go on after the restart",
@@ -92,8 +92,6 @@ def test_kill_9_of_the_whole_worker_then_a_restart_loses_nothing(faulty: Setting
             wait_until_stored(faulty, acknowledged)
             assert_stored_exactly_once(faulty, acknowledged, traffic.sent | acknowledged)
             wait_until_projected(faulty)
-        finally:
-            replacement.stop()
     assert stored_at_kill < len(traffic.acknowledged)
     assert dead_letters(faulty) == []
 
@@ -135,8 +133,7 @@ def test_a_crash_between_the_projection_publish_and_the_ack_projects_once(
             lambda: broker.queue_depths()["ingest.persist"] == (1, 0),
             what="the broker to take the unacknowledged message back",
         )
-        replacement = Worker(faulty, "ingest.persist", "persist")
-        try:
+        with running_worker(faulty, "ingest.persist", "persist"):
             # The persist message is acked only after its projection was published again.
             wait_until(
                 lambda: (
@@ -145,8 +142,6 @@ def test_a_crash_between_the_projection_publish_and_the_ack_projects_once(
                 ),
                 what="the redelivered message and its second projection to be done",
             )
-        finally:
-            replacement.stop()
 
     assert rows(
         faulty.postgres_url, "SELECT event_id, projected_at, projection_attempts FROM events"
