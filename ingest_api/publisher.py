@@ -83,8 +83,9 @@ class Publisher:
             transport_options={"write_timeout": self.timeout, "max_retries": 0},
         )
         try:
-            # Not connect(): it sleeps 2 s and tries again, past the deadline.
-            connection.ensure_connection(max_retries=0)
+            # One try per node of BROKER_URL ("amqp://a//;amqp://b//"), with no sleep between;
+            # connect() would sleep 2 s and try again, past the deadline.
+            connection.ensure_connection(max_retries=max(len(connection.alt), 1) - 1)
             declare_topology(connection)
         except Exception:
             _close_connection(connection)
