@@ -8,6 +8,7 @@ on 5672, 5432 and 3306 are never touched. Recipes: /work/shared/RECIPES.md.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -69,12 +70,19 @@ def _scratch_dir(prefix: str, owner: str | None = None) -> Iterator[Path]:
 class RabbitNode:
     """One RabbitMQ node of its own; every location comes from the environment."""
 
-    def __init__(self, base: Path, consumer_timeout_ms: int | None = None) -> None:
+    def __init__(
+        self, base: Path, consumer_timeout_ms: int | None = None, cookie: str | None = None
+    ) -> None:
         self.base = base
         self.port = free_port()
         self.name = f"ingest-fault-{os.getpid()}-{self.port}@localhost"
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
         (base / "home").mkdir()
+        if cookie:
+            # Nodes of one cluster, and their rabbitmqctl, share the Erlang cookie.
+            cookie_file = base / "home" / ".erlang.cookie"
+            cookie_file.write_text(cookie)
+            cookie_file.chmod(0o400)
         (base / "log").mkdir()
         (base / "enabled_plugins").write_text("[].\n")
         (base / "env.conf").write_text("")
@@ -188,6 +196,32 @@ def private_rabbitmq(consumer_timeout_ms: int | None = None) -> Iterator[RabbitN
             yield node
         finally:
             node.cleanup()
+
+
+@contextmanager
+def private_rabbitmq_cluster(size: int = 3) -> Iterator[list[RabbitNode]]:
+    """`size` nodes of their own joined in one cluster; the first is where the others joined."""
+    with _scratch_dir("ingest-rabbitmq-cluster-") as base:
+        cookie = secrets.token_hex(20).upper()
+        nodes: list[RabbitNode] = []
+        try:
+            for number in range(size):
+                (base / str(number)).mkdir()
+                nodes.append(RabbitNode(base / str(number), cookie=cookie))
+                nodes[-1].start()
+            for node in nodes[1:]:
+                node.stop_app()
+                node.ctl("join_cluster", nodes[0].name)
+                node.start_app()
+            yield nodes
+        finally:
+            for node in nodes:
+                node.cleanup()
+
+
+def cluster_url(nodes: list[RabbitNode]) -> str:
+    """A BROKER_URL that fails over from node to node."""
+    return ";".join(node.url for node in nodes)
 
 
 class PostgresServer:
