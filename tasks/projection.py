@@ -49,7 +49,11 @@ def _upsert_projection() -> Insert:
 UPSERT_PROJECTION = _upsert_projection()
 
 
-@app.task(name="ingest.project_to_mysql", bind=True, acks_late=True, ignore_result=True)
+# max_retries=None: INGEST_PROJECTION_MAX_RETRIES decides when to give up; Celery's own cap
+# (3) would fail the task first, and the failed message would be dead-lettered.
+@app.task(
+    name="ingest.project_to_mysql", bind=True, acks_late=True, ignore_result=True, max_retries=None
+)
 def project_to_mysql(self: Task, event_ids: list[str]) -> None:
     settings = self.app.settings
     try:
