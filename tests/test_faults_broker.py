@@ -67,6 +67,10 @@ def test_with_the_broker_stopped_posts_answer_503_in_time_and_readyz_is_503(
         finally:
             broker.start()
 
+        print(
+            f"broker stopped: slowest 503 {traffic.slowest_refusal:.2f}s, "
+            f"/readyz {readyz_seconds:.2f}s"
+        )
         assert traffic.acknowledged == set()
         assert len(traffic.refused) == 80
         assert traffic.slowest_refusal <= PUBLISH_TIMEOUT + SLACK
@@ -90,6 +94,7 @@ def test_with_a_memory_alarm_posts_answer_503_in_time_never_202(
         with broker.memory_alarm():
             blocked = Traffic(app, "alarm", threads=8).run(limit=40)
 
+        print(f"memory alarm: slowest 503 {blocked.slowest_refusal:.2f}s")
         assert blocked.acknowledged == set()
         assert len(blocked.refused) == 40
         # Each waited for a confirm that did not come, and no longer than the timeout.
@@ -127,6 +132,10 @@ def test_a_broker_restart_mid_run_loses_nothing_and_duplicates_nothing(
         )
         traffic.stop()
 
+        print(
+            f"broker restart: {len(traffic.acknowledged)} acknowledged, "
+            f"{len(traffic.refused)} answered 503 while it was down"
+        )
         assert traffic.refused, "the restart did not hit the run"
         wait_until_stored(faulty, traffic.acknowledged)
         assert_stored_exactly_once(faulty, traffic.acknowledged, traffic.sent)

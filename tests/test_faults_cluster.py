@@ -70,6 +70,10 @@ def test_a_node_killed_mid_run_loses_no_confirmed_event(
             what="the workers to store events through another node",
         )
         traffic.stop()
+        print(
+            f"cluster: {len(traffic.acknowledged)} acknowledged, "
+            f"{len(traffic.refused)} answered 503 during the failover"
+        )
 
         wait_until_stored(ours, traffic.acknowledged)
         assert_stored_exactly_once(ours, traffic.acknowledged, traffic.sent)

@@ -98,6 +98,10 @@ def test_a_postgres_outage_mid_run_is_retried_with_backoff_and_loses_nothing(
     assert dead_letters(faulty) == []
 
     retries = retries_by_task(persist.output())
+    print(
+        f"postgres outage: {accepted_during_outage} events accepted during it, "
+        f"{len(retries)} tasks retried, at most {max(retries.values(), default=0)} times"
+    )
     assert retries, "no task was retried"
     # No small retry cap, and backoff: a minute of outage is a handful of tries, not a spin.
     assert max(retries.values()) > CELERY_DEFAULT_MAX_RETRIES

@@ -92,6 +92,7 @@ def test_kill_9_of_the_whole_worker_then_a_restart_loses_nothing(faulty: Setting
             wait_until_stored(faulty, acknowledged)
             assert_stored_exactly_once(faulty, acknowledged, traffic.sent | acknowledged)
             wait_until_projected(faulty)
+    print(f"worker killed with {stored_at_kill} of {len(traffic.acknowledged)} events stored")
     assert stored_at_kill < len(traffic.acknowledged)
     assert dead_letters(faulty) == []
 
