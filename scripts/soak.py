@@ -196,7 +196,10 @@ class Pipeline:
     mariadb: MariaDBServer
     persist: Worker
     outage: float
+    answers: Answers
     timeline: list[str] = field(default_factory=list)
+    recoveries: list[str] = field(default_factory=list)
+    watchers: list[threading.Thread] = field(default_factory=list)
 
     def faults(self) -> dict[str, Callable[[], None]]:
         return {
@@ -225,6 +228,13 @@ class Pipeline:
             time.sleep(self.outage)
         finally:
             self.postgres.start()
+        with self.answers.lock:
+            acknowledged = set(self.answers.acknowledged)
+        self.watch(
+            f"every event acknowledged by then ({len(acknowledged)}) stored",
+            "PostgreSQL came back",
+            lambda: acknowledged <= stored_ids(self.settings),
+        )
 
     def mysql_outage(self) -> None:
         self.mariadb.kill()
@@ -232,6 +242,26 @@ class Pipeline:
             time.sleep(self.outage)
         finally:
             self.mariadb.start()
+        stored = count(self.settings.postgres_url, "SELECT count(*) FROM events")
+        self.watch(
+            f"every event stored by then ({stored}) in MySQL",
+            "MySQL came back",
+            lambda: (
+                count(self.settings.mysql_url, "SELECT count(*) FROM events_projection") >= stored
+            ),
+        )
+
+    def watch(self, what: str, since: str, done: Callable[[], bool]) -> None:
+        """Record, from a thread, how long after `since` the pipeline caught up."""
+        began = time.monotonic()
+
+        def wait() -> None:
+            while not done():
+                time.sleep(0.5)
+            self.recoveries.append(f"{what} {time.monotonic() - began:.0f}s after {since}")
+
+        self.watchers.append(threading.Thread(target=wait, daemon=True))
+        self.watchers[-1].start()
 
 
 def strike(pipeline: Pipeline, rng: random.Random, seconds: float, began: float) -> None:
@@ -249,7 +279,7 @@ def strike(pipeline: Pipeline, rng: random.Random, seconds: float, began: float)
 
 
 @contextmanager
-def running_pipeline(outage: float, logs: Path) -> Iterator[tuple[Pipeline, Api]]:
+def running_pipeline(outage: float, answers: Answers, logs: Path) -> Iterator[tuple[Pipeline, Api]]:
     with ExitStack() as stack:
         broker = stack.enter_context(private_rabbitmq())
         postgres = stack.enter_context(private_postgres())
@@ -268,7 +298,7 @@ def running_pipeline(outage: float, logs: Path) -> Iterator[tuple[Pipeline, Api]
         )  # fmt: skip
         pipeline = Pipeline(
             settings, broker, postgres, mariadb, Worker(settings, "ingest.persist", "persist"),
-            outage,
+            outage, answers,
         )  # fmt: skip
         stack.callback(lambda: pipeline.persist.stop())
         stack.callback(Worker(settings, "ingest.projection", "projector").stop)
@@ -298,7 +328,7 @@ def main() -> int:
     answers = Answers()
     logs = Path(tempfile.mkdtemp(prefix="ingest-soak-"))
 
-    with running_pipeline(options.outage, logs) as (pipeline, api):
+    with running_pipeline(options.outage, answers, logs) as (pipeline, api):
         settings = pipeline.settings
         began = time.monotonic()
         per_client = -(-options.events // options.concurrency)
@@ -336,6 +366,8 @@ def main() -> int:
         except AssertionError:
             settled_in = f"not within {options.quiet_timeout:.0f}"
 
+        for watcher in pipeline.watchers:
+            watcher.join(timeout=5)
         stored = stored_ids(settings)
         rows = count(settings.postgres_url, "SELECT count(*) FROM events")
         projected_rows = count(settings.mysql_url, "SELECT count(*) FROM events_projection")
@@ -373,6 +405,8 @@ def main() -> int:
         print(f"{name:<{width}}  {value}")
     print("faults:")
     for line in pipeline.timeline:
+        print(f"  {line}")
+    for line in pipeline.recoveries:
         print(f"  {line}")
     print(f"logs: {logs}, {pipeline.persist.log.parent}/persist-*.log, projector-*.log")
     healthy = (
