@@ -86,6 +86,11 @@ class Settings:
 def redact_url(url: str | None) -> str | None:
     if not url:
         return url
+    # BROKER_URL may list several cluster nodes: "amqp://u:p@mq1//;amqp://u:p@mq2//".
+    return ";".join(_redact_one_url(part) for part in url.split(";"))
+
+
+def _redact_one_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ingest.config import Settings
+from ingest.config import Settings, redact_url
 from tests.conftest import reset
 from tests.faults import (
     Traffic,
@@ -80,3 +80,9 @@ def test_a_node_killed_mid_run_loses_no_confirmed_event(
         wait_until_projected(ours)
         assert replicas(survivor, "ingest.persist")[0] != victim.name
     assert dead_letters(ours) == []
+
+
+def test_a_broker_url_of_several_nodes_is_logged_without_any_password() -> None:
+    url = "amqp://ingest:first-secret@mq1:5672//;amqp://ingest:second-secret@mq2:5672//"
+
+    assert redact_url(url) == "amqp://ingest:***@mq1:5672//;amqp://ingest:***@mq2:5672//"
