@@ -377,8 +377,7 @@ def main() -> int:
         letters = dead_letters(settings)
         dead = len(letters)
         dead_reasons = sorted(
-            f"{letter.headers.get('task')} {letter.death['reason']} in {letter.death['queue']}"
-            for letter in letters
+            f"{letter.task} {letter.reason} in {letter.queue}" for letter in letters
         )
         lost = len(answers.acknowledged - stored)
         duplicates = rows - len(stored) + projected_rows - projected

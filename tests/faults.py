@@ -18,10 +18,11 @@ from flask import Flask
 from kombu import Connection
 from sqlalchemy import text
 
+from ingest.cli.dead_letters import DeadLetter, peek
 from ingest.config import Settings
 from ingest_api import create_app
 from models import engine_for
-from tasks.topology import DEAD_QUEUE, declare_topology
+from tasks.topology import declare_topology
 from tests.conftest import AUTH, event
 from tests.support import ROOT, VENV_BIN, Worker, rows, scalar, service_env, wait_until
 
@@ -173,36 +174,11 @@ def wait_until_projected(settings: Settings, timeout: float = 120) -> None:
         ) from None
 
 
-@dataclass(frozen=True)
-class DeadLetter:
-    headers: dict[str, Any]
-    body: bytes
-    content_type: str | None
-
-    @property
-    def death(self) -> dict[str, Any]:
-        """The broker's latest x-death record: reason, queue, count."""
-        return self.headers["x-death"][0]
-
-
 def dead_letters(settings: Settings) -> list[DeadLetter]:
-    """Every message in ingest.dead, left in place (unacknowledged, returned on close)."""
+    """Every message in ingest.dead, as `ingest dead-letters list` reads it, left in place."""
     with Connection(settings.broker_url) as connection:
         declare_topology(connection)
-        channel = connection.channel()
-        letters = []
-        try:
-            while (message := channel.basic_get(DEAD_QUEUE, no_ack=False)) is not None:
-                letters.append(
-                    DeadLetter(
-                        dict(message.properties.get("application_headers") or {}),
-                        message.body,
-                        message.properties.get("content_type"),
-                    )
-                )
-        finally:
-            channel.close()
-    return letters
+        return peek(connection, limit=1_000_000)[1]
 
 
 def publish_raw(

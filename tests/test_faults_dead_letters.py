@@ -19,6 +19,7 @@ from kombu.transport.native_delayed_delivery import (
     declare_native_delayed_delivery_exchanges_and_queues,
 )
 
+from ingest.cli.dead_letters import DeadLetter
 from ingest.config import Settings
 from ingest_api.events import message_event
 from ingest_api.schemas import EventSchema
@@ -26,7 +27,6 @@ from tasks.celery_app import create_celery
 from tasks.topology import DELIVERY_LIMIT, declare_topology
 from tests.conftest import AUTH, admin_sql, event, reset
 from tests.faults import (
-    DeadLetter,
     api,
     dead_letters,
     event_held,
@@ -145,13 +145,13 @@ def test_a_poison_message_is_dead_lettered_once_with_its_reason(
     send(faulty)
 
     letter = one_dead_letter(faulty)
-    assert letter.death["reason"] == "rejected"
-    assert letter.death["queue"] == "ingest.persist"
-    assert letter.headers.get("id") == task_id
+    assert letter.reason == "rejected"
+    assert letter.queue == "ingest.persist"
+    assert letter.task_id == task_id
     # Parked, not looping: nothing left in the work queue, no second death.
     time.sleep(1)
     assert broker.queue_depths()["ingest.persist"] == (0, 0)
-    assert [letter.death["count"] for letter in dead_letters(faulty)] == [1]
+    assert [letter.count for letter in dead_letters(faulty)] == [1]
     assert stored_count(faulty) == 0
     assert persist.process.poll() is None
 
@@ -177,8 +177,8 @@ def test_a_message_that_kills_its_worker_is_parked_after_the_delivery_limit(
             assert len(killed) <= DELIVERY_LIMIT + 1, "redelivered past the delivery limit"
 
     letter = one_dead_letter(faulty)
-    assert letter.death["reason"] == "delivery_limit"
-    assert letter.death["queue"] == "ingest.persist"
+    assert letter.reason == "delivery_limit"
+    assert letter.queue == "ingest.persist"
     assert len(killed) == DELIVERY_LIMIT + 1
     assert persist.process.poll() is None
 
@@ -222,8 +222,8 @@ def test_a_retry_that_cannot_be_published_is_dead_lettered_not_dropped(
             )
             letter = one_dead_letter(faulty)
 
-    assert letter.death["reason"] == "rejected"
-    assert letter.death["queue"] == "ingest.persist"
+    assert letter.reason == "rejected"
+    assert letter.queue == "ingest.persist"
     assert stored_count(faulty) == 0
 
     replayed = invoke(faulty, "dead-letters", "replay")
