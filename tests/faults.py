@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -189,11 +190,11 @@ def publish_raw(
         declare_topology(connection)
         channel = connection.channel()
         try:
-            channel.confirm_select()
-            channel.basic_publish(
+            channel.basic_publish_confirm(
                 amqp.Message(body, delivery_mode=2, **properties),
                 exchange="ingest",
                 routing_key=routing_key,
+                mandatory=True,
             )
         finally:
             channel.close()
@@ -274,6 +275,7 @@ class Beat:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @contextmanager
