@@ -91,11 +91,13 @@ def test_the_same_event_sent_three_ways_is_stored_once(
 
     wait_until(lambda: projected_count(pipeline) == 2, what="two events in MySQL")
     wait_until(
-        lambda: rows(
-            pipeline.postgres_url,
-            "SELECT count(*) AS unprojected FROM events WHERE projected_at IS NULL",
-        )
-        == [{"unprojected": 0}],
+        lambda: (
+            rows(
+                pipeline.postgres_url,
+                "SELECT count(*) AS unprojected FROM events WHERE projected_at IS NULL",
+            )
+            == [{"unprojected": 0}]
+        ),
         what="both projected",
     )
     assert rows(pipeline.postgres_url, "SELECT event_id FROM events ORDER BY event_id") == [
