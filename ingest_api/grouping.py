@@ -71,11 +71,15 @@ class EventGrouper:
     def _run(self) -> None:
         while True:
             group = self._next_group()
-            live = [pending for pending in group if pending.deadline > time.monotonic()]
-            expired = PublishError(f"the broker did not confirm within {self.publisher.timeout}s")
+            now = time.monotonic()
+            live = []
             for pending in group:
-                if pending not in live:
-                    pending.error = expired
+                if pending.deadline > now:
+                    live.append(pending)
+                else:  # its request has already waited as long as a publish may take
+                    pending.error = PublishError(
+                        f"the broker did not confirm within {self.publisher.timeout}s"
+                    )
                     pending.done.set()
             if live:
                 self._publish(live)
