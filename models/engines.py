@@ -39,8 +39,12 @@ def _engine_options(url: str) -> dict[str, object]:
         "hide_parameters": True,
     }
     if url.startswith("postgresql"):
-        # A statement that cannot get its locks in time is a transient error, not a hang.
-        options["connect_args"] = {"connect_timeout": 5, "options": "-c lock_timeout=10000"}
+        # A statement that cannot get its locks in time is a transient error, not a hang; UTC
+        # sessions, since in a zone ahead of UTC 9999-12-31T23:59:59Z reads back as year 10000.
+        options["connect_args"] = {
+            "connect_timeout": 5,
+            "options": "-c lock_timeout=10000 -c timezone=UTC",
+        }
     elif url.startswith("mysql"):
         options["connect_args"] = {"connect_timeout": 5, "read_timeout": 30, "write_timeout": 30}
         options["pool_recycle"] = 3600
