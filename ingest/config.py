@@ -18,7 +18,10 @@ class Settings:
     broker_url: str = "amqp://guest:guest@localhost:5672//"
     postgres_url: str = "postgresql://postgres@localhost:5432/events"
     mysql_url: str | None = None
+    # Write keys: may send events.
     api_keys: tuple[str, ...] = ()
+    # Read keys: may read event status and the OpenAPI description; a key may be in both lists.
+    read_keys: tuple[str, ...] = ()
     auth_enabled: bool = True
     flower_basic_auth: str | None = None
     max_event_bytes: int = 262_144
@@ -44,6 +47,7 @@ class Settings:
             postgres_url=env.get("POSTGRES_URL", cls.postgres_url),
             mysql_url=env.get("MYSQL_URL") or None,
             api_keys=_split(env.get("INGEST_API_KEYS", "")),
+            read_keys=_split(env.get("INGEST_READ_KEYS", "")),
             auth_enabled=_auth_enabled(env.get("INGEST_AUTH", "on")),
             flower_basic_auth=env.get("FLOWER_BASIC_AUTH") or None,
             max_event_bytes=_int(env, "INGEST_MAX_EVENT_BYTES", cls.max_event_bytes),
@@ -79,6 +83,7 @@ class Settings:
         for name in ("broker_url", "postgres_url", "mysql_url"):
             values[name] = redact_url(values[name])
         values["api_keys"] = f"<{len(self.api_keys)} keys>"
+        values["read_keys"] = f"<{len(self.read_keys)} keys>"
         values["flower_basic_auth"] = "<set>" if self.flower_basic_auth else None
         return values
 

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from flask import Blueprint, current_app, g
+from flask import Blueprint, current_app, g, request
 from marshmallow import ValidationError
 
 from ingest.config import Settings
 from ingest.events import utc_now
 from ingest.status import event_status
-from ingest_api.auth import require_key
+from ingest_api.auth import READ, WRITE, require_key
 from ingest_api.body import json_body
 from ingest_api.errors import Problem
 from ingest_api.publisher import PublishError, events_repr
@@ -36,7 +36,8 @@ def settings() -> Settings:
 
 @events.before_request
 def _authenticate() -> None:
-    require_key(settings())
+    # GET (and its HEAD) reads an event's status; every other method here sends events.
+    require_key(settings(), READ if request.method in ("GET", "HEAD") else WRITE)
 
 
 @events.post("/events")

@@ -1,6 +1,6 @@
 """The OpenAPI 3 description at /openapi.json, built from the marshmallow schemas, and /docs.
 
-/openapi.json needs a write key like every other endpoint. /docs and its assets do not: they
+/openapi.json needs a read key, like reading an event's status. /docs and its assets do not: they
 are only the Swagger UI renderer vendored by the swagger-ui-bundle package and a page that asks
 for the key, then fetches the description with it. Nothing on the page leaves the machine.
 """
@@ -18,18 +18,23 @@ from marshmallow import INCLUDE, Schema, fields, validate
 from swagger_ui_bundle import swagger_ui_path
 
 from ingest.config import Settings
-from ingest_api.auth import require_key
+from ingest_api.auth import READ, WRITE, Scope, require_key
 from ingest_api.schemas import EVENT_ID_PATTERN, BatchSchema, EventSchema, Rfc3339DateTime
 
 # The renderer's files /docs loads; nothing else of the vendored directory is served.
 DOCS_ASSETS = frozenset({"swagger-ui-bundle.js", "swagger-ui.css"})
+
+# Why a valid key is refused (403): each operation names the key it needs in `security`.
+WRONG_SCOPE = (
+    "A valid key without this operation's scope: a write key cannot read, a read key cannot send."
+)
 
 openapi = Blueprint("openapi", __name__)
 
 
 @openapi.get("/openapi.json")
 def description() -> dict[str, Any]:
-    require_key(current_app.extensions["ingest.settings"])
+    require_key(current_app.extensions["ingest.settings"], READ)
     return current_app.extensions["ingest.openapi"]
 
 
@@ -149,10 +154,15 @@ def build_description(settings: Settings) -> dict[str, Any]:
         ("Readiness", ReadinessSchema),
     ):
         spec.components.schema(name, schema=schema)
-    spec.components.security_scheme(
-        "bearerAuth",
-        {"type": "http", "scheme": "bearer", "description": "A key from INGEST_API_KEYS."},
-    )
+    for scope in (WRITE, READ):
+        spec.components.security_scheme(
+            security_scheme(scope),
+            {
+                "type": "http",
+                "scheme": "bearer",
+                "description": f"A {scope.name} key, from {scope.variable}: may {scope.may}.",
+            },
+        )
     spec.components.header(
         "RequestId",
         {
@@ -176,8 +186,12 @@ def build_description(settings: Settings) -> dict[str, Any]:
         description=f"1 to INGEST_MAX_BATCH_EVENTS ({settings.max_batch_events}) events; "
         "valid events are accepted even when others are rejected.",
     )
-    description["security"] = [{"bearerAuth": []}]
+    description["security"] = [{security_scheme(WRITE): []}]
     return description
+
+
+def security_scheme(scope: Scope) -> str:
+    return f"{scope.name}Key"
 
 
 def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -197,6 +211,7 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
     unpublished = {
         "400": _problem("Malformed JSON, invalid UTF-8 or a broken gzip body."),
         "401": _problem("Missing or wrong key."),
+        "403": _problem(WRONG_SCOPE),
         "408": _problem("The body stopped arriving for longer than the server's timeout."),
         "413": _problem("Over a size limit; `limit` and `limit_value` name it."),
         "415": _problem("A content type other than application/json, or an unknown encoding."),
@@ -244,6 +259,7 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
             "get": {
                 "tags": ["events"],
                 "summary": "What PostgreSQL holds for an event",
+                "security": [{security_scheme(READ): []}],
                 "parameters": [
                     {
                         "in": "path",
@@ -256,6 +272,7 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
                 "responses": {
                     "200": _json("The event's state.", "EventStatus"),
                     "401": _problem("Missing or wrong key."),
+                    "403": _problem(WRONG_SCOPE),
                     "404": _problem("Not (yet) stored."),
                 },
             }
@@ -291,6 +308,7 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
             "get": {
                 "tags": ["operations"],
                 "summary": "This description",
+                "security": [{security_scheme(READ): []}],
                 "responses": {
                     "200": {
                         "description": "The OpenAPI 3 description.",
@@ -298,6 +316,7 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
                         "content": {"application/json": {"schema": {"type": "object"}}},
                     },
                     "401": _problem("Missing or wrong key."),
+                    "403": _problem(WRONG_SCOPE),
                 },
             }
         },

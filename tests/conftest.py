@@ -31,6 +31,9 @@ MYSQL_ADMIN_URL = os.environ.get("INGEST_TEST_MYSQL_URL", "mysql://root@127.0.0.
 BROKER_HOST = os.environ.get("INGEST_TEST_BROKER", "guest:guest@127.0.0.1:5672")
 API_KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+# A read key: event status and /openapi.json; the write key above only sends.
+READ_KEY = "test-read-key"
+READ_AUTH = {"Authorization": f"Bearer {READ_KEY}"}
 
 
 def admin_sql(url: str, *statements: str) -> None:
@@ -65,6 +68,7 @@ def settings() -> Iterator[Settings]:
         postgres_url=POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
         mysql_url=MYSQL_ADMIN_URL.rstrip("/") + f"/{name}",
         api_keys=(API_KEY,),
+        read_keys=(READ_KEY,),
         reconcile_grace_seconds=1,
         reconcile_interval_seconds=2,
         projection_max_retries=2,

@@ -67,6 +67,7 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
         BROKER_URL=settings.broker_url,
         POSTGRES_URL=settings.postgres_url,
         INGEST_API_KEYS=",".join(settings.api_keys),
+        INGEST_READ_KEYS=",".join(settings.read_keys),
         INGEST_RECONCILE_GRACE_SECONDS=str(settings.reconcile_grace_seconds),
         INGEST_RECONCILE_INTERVAL_SECONDS=str(settings.reconcile_interval_seconds),
         INGEST_PROJECTION_MAX_RETRIES=str(settings.projection_max_retries),

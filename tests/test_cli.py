@@ -31,7 +31,15 @@ from ingest_api import create_app
 from models import session_scope
 from tasks.persist import store_events
 from tasks.topology import DEAD_QUEUE
-from tests.conftest import AUTH, MYSQL_ADMIN_URL, POSTGRES_ADMIN_URL, _rabbitmqctl, admin_sql, event
+from tests.conftest import (
+    AUTH,
+    MYSQL_ADMIN_URL,
+    POSTGRES_ADMIN_URL,
+    READ_AUTH,
+    _rabbitmqctl,
+    admin_sql,
+    event,
+)
 from tests.servers import free_port
 from tests.support import (
     VENV_BIN,
@@ -205,7 +213,7 @@ def test_status_prints_what_the_api_answers_and_fails_for_a_missing_event(
 
     assert found.exit_code == 0, found.output
     shown = json.loads(found.stdout)
-    assert shown == client.get("/v1/events/status-1", headers=AUTH).json
+    assert shown == client.get("/v1/events/status-1", headers=READ_AUTH).json
     assert shown["status"] == "projected"
     assert shown["conflict"] is False
     assert missing.exit_code == 1

@@ -1,4 +1,4 @@
-"""CORS: browsers on the listed origins may send events; a preflight needs no key."""
+"""CORS: browsers on the listed origins may send events, never read; a preflight needs no key."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 
 from ingest.config import Settings
 from ingest_api import create_app
-from tests.conftest import AUTH, event
+from tests.conftest import AUTH, READ_AUTH, event
 
 SHOP = "https://shop.example"
 
@@ -27,12 +27,14 @@ def browser(cors_app: Flask) -> FlaskClient:
     return cors_app.test_client()
 
 
-def preflight(client: FlaskClient, origin: str, path: str = "/v1/events") -> dict[str, str]:
+def preflight(
+    client: FlaskClient, origin: str, path: str = "/v1/events", method: str = "POST"
+) -> dict[str, str]:
     response = client.options(
         path,
         headers={
             "Origin": origin,
-            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Method": method,
             "Access-Control-Request-Headers": "authorization, content-type, content-encoding",
         },
     )
@@ -77,6 +79,22 @@ def test_actual_responses_let_the_browser_read_them_and_the_request_id(
         exposed = response.headers["Access-Control-Expose-Headers"]
         assert "X-Request-ID" in exposed
         assert "Origin" in response.headers["Vary"]
+
+
+def test_a_page_may_not_read_so_its_public_key_reveals_nothing(
+    browser: FlaskClient, clean: Settings
+) -> None:
+    """A key in a web page is public. Reads get no CORS, so a page cannot read even with a read
+    key, and the write key a page carries is refused on every read."""
+    for path in ("/v1/events/c-1", "/openapi.json"):
+        headers = preflight(browser, SHOP, path, method="GET")
+        assert not [name for name in headers if name.startswith("Access-Control-")], path
+        for key, status in ((READ_AUTH, 200 if path == "/openapi.json" else 404), (AUTH, 403)):
+            response = browser.get(path, headers={**key, "Origin": SHOP})
+            assert response.status_code == status, path
+            assert "Access-Control-Allow-Origin" not in response.headers, path
+    # Sending from the page still works, and is granted POST only.
+    assert preflight(browser, SHOP)["Access-Control-Allow-Methods"] == "POST"
 
 
 def test_without_configured_origins_there_is_no_cors(client: FlaskClient) -> None:

@@ -17,13 +17,13 @@ from werkzeug.test import EnvironBuilder, TestResponse
 
 from ingest.config import Settings
 from ingest_api import create_app
-from tests.conftest import AUTH, event
+from tests.conftest import AUTH, READ_AUTH, event
 from tests.support import stored_count, wait_until
 
 
 @pytest.fixture(scope="module")
 def description(app: Flask) -> dict[str, Any]:
-    response = app.test_client().get("/openapi.json", headers=AUTH)
+    response = app.test_client().get("/openapi.json", headers=READ_AUTH)
     assert response.status_code == 200
     return response.json
 
@@ -76,13 +76,22 @@ def test_the_description_comes_from_the_marshmallow_schemas(
     batch = schemas["Batch"]["properties"]["batch"]
     assert batch["items"] == {"$ref": "#/components/schemas/Event"}
     assert batch["maxItems"] == settings.max_batch_events
-    assert description["components"]["securitySchemes"]["bearerAuth"] == {
-        "type": "http",
-        "scheme": "bearer",
-        "description": "A key from INGEST_API_KEYS.",
+    schemes = description["components"]["securitySchemes"]
+    assert {name: (s["type"], s["scheme"]) for name, s in schemes.items()} == {
+        "writeKey": ("http", "bearer"),
+        "readKey": ("http", "bearer"),
     }
+    assert "INGEST_API_KEYS" in schemes["writeKey"]["description"]
+    assert "INGEST_READ_KEYS" in schemes["readKey"]["description"]
+    # Sending needs a write key, reading a read key; each answers 403 to the other one.
+    assert description["security"] == [{"writeKey": []}]
+    for path in ("/v1/events/{event_id}", "/openapi.json"):
+        assert description["paths"][path]["get"]["security"] == [{"readKey": []}]
+        assert "403" in description["paths"][path]["get"]["responses"]
     post_event = description["paths"]["/v1/events"]["post"]
-    assert set(post_event["responses"]) == {"202", "400", "401", "408", "413", "415", "422", "503"}
+    assert set(post_event["responses"]) == {
+        "202", "400", "401", "403", "408", "413", "415", "422", "503",
+    }  # fmt: skip
     problem = post_event["responses"]["503"]
     assert "application/problem+json" in problem["content"]
     assert "Retry-After" in problem["headers"]
@@ -109,11 +118,11 @@ def test_real_exchanges_match_the_description(
     answer = call("POST", "/v1/batch", 202, json=partial, headers=AUTH, valid=False)
     assert [r["status"] for r in answer.json["results"]] == ["accepted", "rejected"]
     wait_until(lambda: stored_count(pipeline) == 4, what="4 events in PostgreSQL")
-    call("GET", "/v1/events/o-1", 200, headers=AUTH)
+    call("GET", "/v1/events/o-1", 200, headers=READ_AUTH)
     call("GET", "/healthz", 200)
     call("GET", "/readyz", 200)
     call("GET", "/metrics", 200)
-    call("GET", "/openapi.json", 200, headers=AUTH)
+    call("GET", "/openapi.json", 200, headers=READ_AUTH)
     call("GET", "/docs", 200)
     call("GET", "/docs/swagger-ui.css", 200)
     call("GET", "/docs/swagger-ui-bundle.js", 200)
@@ -139,6 +148,9 @@ def test_error_answers_match_the_description(
     refused(400, "POST", "/v1/events", data=b'{"event_id": ', headers=json_type)
     refused(401, "POST", "/v1/events", json=event("e-1"))
     refused(401, "GET", "/openapi.json")
+    refused(403, "GET", "/openapi.json", headers=AUTH)
+    refused(403, "GET", "/v1/events/never-sent", headers=AUTH)
+    refused(403, "POST", "/v1/events", json=event("e-0"), headers=READ_AUTH)
     big = event("e-2", payload={"blob": "x" * settings.max_event_bytes})
     assert refused(413, "POST", "/v1/events", json=big, headers=AUTH)["limit_value"] == (
         settings.max_event_bytes
@@ -147,7 +159,7 @@ def test_error_answers_match_the_description(
     refused(422, "POST", "/v1/events", json={**event("e-3"), "extra": 1}, headers=AUTH)
     problem = refused(422, "POST", "/v1/batch", json={"batch": [{"event_id": "x"}]}, headers=AUTH)
     assert problem["results"][0]["status"] == "rejected"
-    refused(404, "GET", "/v1/events/never-sent", headers=AUTH)
+    refused(404, "GET", "/v1/events/never-sent", headers=READ_AUTH)
     refused(404, "GET", "/docs/index.html")
 
 

@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 
 from ingest.config import Settings
 from ingest.events import payload_sha256
-from tests.conftest import AUTH, event
+from tests.conftest import AUTH, READ_AUTH, event
 from tests.support import projected_count, rows, stored_count, wait_until
 
 
@@ -47,7 +47,7 @@ def test_one_event_lands_in_both_databases_with_every_field(
     assert projected["received_at"] == stored["received_at"].replace(tzinfo=None)
     assert projected["stored_at"] == stored["stored_at"].replace(tzinfo=None)
 
-    status = client.get("/v1/events/order-1", headers=AUTH)
+    status = client.get("/v1/events/order-1", headers=READ_AUTH)
     assert status.status_code == 200
     assert status.json["status"] == "projected"
     assert status.json["projection_attempts"] == 1
@@ -105,7 +105,7 @@ def test_the_same_event_sent_three_ways_is_stored_once(
         {"event_id": "dup-2"},
     ]
     assert projected_count(pipeline) == 2
-    status = client.get("/v1/events/dup-1", headers=AUTH).json
+    status = client.get("/v1/events/dup-1", headers=READ_AUTH).json
     assert status["conflict"] is False
 
 
@@ -120,7 +120,9 @@ def test_the_same_id_with_another_payload_keeps_the_first_and_reports_a_conflict
     assert client.post("/v1/events", json=second, headers=AUTH).status_code == 202
 
     status = wait_until(
-        lambda: (r := client.get("/v1/events/conflicted", headers=AUTH).json)["conflict"] and r,
+        lambda: (
+            (r := client.get("/v1/events/conflicted", headers=READ_AUTH).json)["conflict"] and r
+        ),
         what="the conflict reported",
     )
     assert status["conflict_at"] is not None
@@ -133,7 +135,7 @@ def test_the_same_id_with_another_payload_keeps_the_first_and_reports_a_conflict
 
 
 def test_an_event_not_yet_stored_is_404(client: FlaskClient, pipeline: Settings) -> None:
-    response = client.get("/v1/events/never-sent", headers=AUTH)
+    response = client.get("/v1/events/never-sent", headers=READ_AUTH)
     assert response.status_code == 404
     assert response.mimetype == "application/problem+json"
     assert "never-sent" in response.json["detail"]

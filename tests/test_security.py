@@ -1,8 +1,9 @@
 """Who may call what, which secrets each process needs, and clients that stall mid-request.
 
 Every route of the app but the probes (/healthz, /readyz, /metrics) and the static docs page
-answers 401 without a valid key; the routes are read from the app's url_map, so a new one is
-covered as soon as it exists.
+answers 401 without a valid key, and 403 to a valid key of the wrong scope: reads (GET, HEAD)
+need a read key, everything else a write key. The routes are read from the app's url_map, so a
+new one is covered as soon as it exists.
 The API and `ingest up` refuse to start without their secrets, no secret has a default in the
 code, and a client that stops sending is cut after gunicorn's timeout without holding anyone up.
 
@@ -40,7 +41,7 @@ from werkzeug.routing import Rule
 from ingest.config import ConfigError, Settings
 from ingest_api import create_app
 from tests.api_support import queued_messages, unconsumed_api
-from tests.conftest import API_KEY, AUTH, event
+from tests.conftest import API_KEY, AUTH, READ_AUTH, READ_KEY, event
 from tests.servers import free_port
 from tests.support import ROOT, VENV_BIN, service_env, wait_until
 
@@ -102,6 +103,11 @@ def url_of(rule: Rule) -> str:
     return built[1]
 
 
+def key_for(method: str) -> dict[str, str]:
+    """The key of a method's scope: reads need a read key, the rest a write key."""
+    return READ_AUTH if method in ("GET", "HEAD") else AUTH
+
+
 def keyed_routes(client: FlaskClient) -> list[tuple[Rule, str]]:
     """Every route and method that must need the key; OPTIONS has its own test."""
     return [
@@ -141,8 +147,48 @@ def test_every_route_but_the_probes_and_docs_answers_401_without_a_valid_key(
     # The key is what was missing: with it, each request gets past the check (a malformed
     # body, so that nothing is published).
     for rule, method in routes:
-        response = walled.open(url_of(rule), method=method, data=b"{", headers={**JSON, **AUTH})
-        assert response.status_code != 401, f"{method} {rule.rule}"
+        headers = {**JSON, **key_for(method)}
+        response = walled.open(url_of(rule), method=method, data=b"{", headers=headers)
+        assert response.status_code not in (401, 403), f"{method} {rule.rule}"
+
+
+def test_a_write_key_reads_nothing_and_a_read_key_sends_nothing(walled: FlaskClient) -> None:
+    """Both ways, on every keyed route: the other scope's valid key gets a 403 that names the
+    key needed, and nothing is published."""
+    accepted_with_key = json.dumps(event("security-scope")).encode()
+    refused_reads = 0
+    for rule, method in keyed_routes(walled):
+        wrong = READ_AUTH if key_for(method) is AUTH else AUTH
+        url = url_of(rule)
+        response = walled.open(
+            url, method=method, data=accepted_with_key, headers={**JSON, **wrong}
+        )
+
+        context = f"{method} {url} with the {'read' if wrong is READ_AUTH else 'write'} key"
+        assert response.status_code == 403, context
+        assert response.mimetype == "application/problem+json", context
+        needed = "read" if wrong is AUTH else "write"
+        assert response.headers["WWW-Authenticate"] == (
+            f'Bearer realm="ingest", error="insufficient_scope", scope="{needed}"'
+        ), context
+        if method != "HEAD":
+            variable = "INGEST_READ_KEYS" if needed == "read" else "INGEST_API_KEYS"
+            assert variable in response.json["detail"], context
+        refused_reads += wrong is AUTH
+    assert refused_reads >= 4  # GET and HEAD of the event status and of /openapi.json
+    assert queued_messages(walled) == 0, "a read key's request was published"
+
+
+def test_a_key_in_both_lists_may_send_and_read(settings: Settings) -> None:
+    both = settings.replace(read_keys=(*settings.read_keys, API_KEY))
+    app = create_app(both)
+    try:
+        client = app.test_client()
+        assert client.get("/openapi.json", headers=AUTH).status_code == 200
+        assert client.get("/v1/events/order-1", headers=AUTH).status_code == 404
+        assert client.post("/v1/events", data=b"{", headers={**JSON, **AUTH}).status_code == 400
+    finally:
+        app.extensions["ingest.publisher"].close()
 
 
 def test_options_without_a_key_reveals_only_the_methods_and_accepts_nothing(
@@ -176,7 +222,7 @@ def test_options_without_a_key_reveals_only_the_methods_and_accepts_nothing(
 
 def test_the_probes_answer_without_a_key_and_reveal_no_secret(walled: FlaskClient) -> None:
     own: Settings = walled.application.extensions["ingest.settings"]
-    secrets = [API_KEY, own.broker_url, own.postgres_url, own.mysql_url, "guest:guest"]
+    secrets = [API_KEY, READ_KEY, own.broker_url, own.postgres_url, own.mysql_url, "guest:guest"]
     for path in sorted(PROBES):
         response = walled.get(path)
         assert response.status_code == 200, path
@@ -273,7 +319,9 @@ def test_ingest_up_starts_nothing_without_each_secret(
 # --- No secret has a default in the code -------------------------------------------------------
 
 CODE = ("ingest", "ingest_api", "tasks", "models")
-SECRET_NAME = re.compile(r"(?i)(passw(or)?d|secret|token|api_?keys?|basic_auth|credential)")
+SECRET_NAME = re.compile(
+    r"(?i)(passw(or)?d|secret|token|(api|read|admin)_?keys?|basic_auth|credential)"
+)
 
 
 def readme_default(variable: str) -> str:
@@ -350,6 +398,7 @@ def test_no_secret_has_a_default_in_the_code() -> None:
 
     defaults = Settings.from_env({})
     assert defaults.api_keys == ()
+    assert defaults.read_keys == ()
     assert defaults.flower_basic_auth is None
     assert defaults.auth_enabled is True  # on unless someone turns it off
     assert defaults.broker_url == broker_default
@@ -462,7 +511,7 @@ def test_a_stalled_client_is_cut_after_the_timeout_and_holds_up_no_one(served: s
     while time.monotonic() < sent + TIMEOUT - 1:
         started = time.monotonic()
         assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
-        lookup = requests.get(f"{url}/v1/events/order-1", headers=AUTH, timeout=10)
+        lookup = requests.get(f"{url}/v1/events/order-1", headers=READ_AUTH, timeout=10)
         assert lookup.status_code == 404
         slowest = max(slowest, time.monotonic() - started)
         answered += 2
