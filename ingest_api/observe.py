@@ -16,7 +16,13 @@ from typing import Any
 from flask import Flask, Response, g, request
 
 from ingest.logs import bind, unbind
-from ingest_api.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED, PUBLISH_FAILURES, REQUEST_SECONDS
+from ingest_api.metrics import (
+    EVENTS_ACCEPTED,
+    EVENTS_REJECTED,
+    PUBLISH_FAILURES,
+    REQUEST_SECONDS,
+    method_label,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +62,7 @@ def _finish(response: Response) -> Response:
     route = rule.rule if rule is not None else "<unmatched>"
     method = current.method
     status = response.status_code
-    REQUEST_SECONDS.labels(method, route, str(status)).observe(seconds)
+    REQUEST_SECONDS.labels(method_label(method), route, str(status)).observe(seconds)
     line: dict[str, Any] = {
         "method": method,
         "route": route,

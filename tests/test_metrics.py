@@ -4,7 +4,9 @@ scrape time; task outcomes served by the workers themselves."""
 from __future__ import annotations
 
 import os
+import random
 import signal
+import string
 import subprocess
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -107,6 +109,35 @@ def test_requests_and_events_are_counted_as_they_were_answered(
     # What was counted as accepted is what arrives (and leaves nothing in flight for the next test).
     wait_until(lambda: projected_count(pipeline) == 3, what="the 3 accepted events in MySQL")
     assert stored_count(pipeline) == 3
+
+
+def request_series(metrics: dict) -> set[frozenset[tuple[str, str]]]:
+    """The label sets of the request histogram: one time series each."""
+    return {
+        labels for name, labels in metrics if name == "ingest_http_request_duration_seconds_count"
+    }
+
+
+def test_invented_http_methods_add_at_most_one_series(client: FlaskClient) -> None:
+    """Any token of 3 to 20 letters is a method to an HTTP server; each one must not be a new
+    series in every scrape from then on."""
+    invented = [
+        "".join(random.Random(n).choices(string.ascii_uppercase, k=3 + n % 18)) for n in range(50)
+    ]
+    assert len(set(invented) - {"GET", "PUT", "POST"}) == 50
+    # The methods HTTP defines keep their own name.
+    assert client.open("/v1/events", method="DELETE").status_code == 405
+    scrape(client)  # the scrape's own series exists from here on
+    before = scrape(client)
+    assert requests_of(before, "DELETE", "<unmatched>", 405) >= 1
+    for method in invented:
+        assert client.open("/v1/events", method=method).status_code == 405, method
+    after = scrape(client)
+
+    added = request_series(after) - request_series(before)
+    assert len(added) <= 1, sorted(added)
+    other = requests_of(after, "other", "<unmatched>", 405)
+    assert other - requests_of(before, "other", "<unmatched>", 405) == 50
 
 
 def test_pipeline_figures_are_read_from_the_databases_and_the_broker(
