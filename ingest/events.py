@@ -4,13 +4,39 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
+
+# Flower shows this many event ids of a message's events, then counts the rest.
+EVENT_IDS_SHOWN = 10
 
 
 def canonical_json(value: Any) -> str:
     """One spelling per JSON value, so equal payloads hash equally."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def compact_json(value: Any) -> str:
+    """JSON text with no spaces, non-ASCII kept as is; fast for what the API accepts."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # an integer beyond 64 bits, which orjson refuses
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def events_repr(event_ids: Sequence[str]) -> str:
+    """What Flower shows of a message's arguments: its event ids, never the payloads."""
+    shown = ", ".join(event_ids[:EVENT_IDS_SHOWN])
+    count = len(event_ids)
+    more = f" and {count - EVENT_IDS_SHOWN} more" if count > EVENT_IDS_SHOWN else ""
+    return f"[{count} events: {shown}{more}]"
+
+
+def event_ids_of(events: Sequence[dict[str, Any]]) -> list[str]:
+    return [event["event_id"] for event in events]
 
 
 def payload_sha256(payload: dict[str, Any]) -> str:

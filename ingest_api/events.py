@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,18 +11,18 @@ from flask import Blueprint, current_app, g, request
 from marshmallow import ValidationError
 
 from ingest.config import Settings
-from ingest.events import utc_now
+from ingest.events import compact_json, event_ids_of, events_repr, utc_now
 from ingest.status import event_status
 from ingest_api.auth import READ, WRITE, require_key
 from ingest_api.body import json_body
 from ingest_api.errors import Problem
-from ingest_api.publisher import PublishError, events_repr
-from ingest_api.schemas import BatchSchema, EventSchema, is_event_id
+from ingest_api.publisher import PublishError
+from ingest_api.schemas import BatchSchema, is_event_id
+from ingest_api.validation import load_event
 
 logger = logging.getLogger(__name__)
 
 events = Blueprint("events", __name__, url_prefix="/v1")
-event_schema = EventSchema()
 batch_schema = BatchSchema()
 
 # Seconds a client should wait before retrying after the broker failed to confirm.
@@ -52,7 +51,7 @@ def post_event() -> tuple[dict[str, str], int]:
             413, too_big, limit="INGEST_MAX_EVENT_BYTES", limit_value=settings().max_event_bytes
         )
     try:
-        event = event_schema.load(document)
+        event = load_event(document)
     except ValidationError as exc:
         raise Problem(422, "The event is not valid.", errors=exc.messages) from None
     with broker_confirm():
@@ -97,7 +96,7 @@ def post_batch() -> tuple[dict[str, Any], int]:
             "ingest.persist_events",
             [accepted],
             {"request_id": g.request_id},
-            argsrepr=events_repr(accepted),
+            argsrepr=events_repr(event_ids_of(accepted)),
         )
     return {
         "accepted": len(accepted),
@@ -113,7 +112,7 @@ def get_event(event_id: str) -> dict[str, Any]:
         raise Problem(
             404, "No event is stored under that id: an event_id is 1 to 128 letters, digits or ._:-"
         )
-    status = event_status(settings().postgres_url, event_id)
+    status = event_status(settings(), event_id)
     if status is None:
         raise Problem(404, f"No event {event_id!r} is stored (yet).")
     return status
@@ -126,14 +125,14 @@ def validate_batch_item(item: Any) -> tuple[dict[str, Any], Any]:
     if too_big:
         return {}, {"_event": [too_big]}
     try:
-        return event_schema.load(item), None
+        return load_event(item), None
     except ValidationError as exc:
         return {}, exc.messages
 
 
 def event_size(document: dict[str, Any]) -> int:
     """Bytes of the event as compact JSON, the measure of INGEST_MAX_EVENT_BYTES."""
-    return len(json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode())
+    return len(compact_json(document).encode())
 
 
 def oversize_error(size: int) -> str | None:

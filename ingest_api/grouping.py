@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingest_api.publisher import Publisher, PublishError, events_repr
+from ingest.events import events_repr
+from ingest_api.publisher import Publisher, PublishError
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class EventGrouper:
                 args,
                 headers,
                 deadline=min(p.deadline for p in group),
-                argsrepr=events_repr([p.event for p in group]),
+                argsrepr=events_repr([p.event["event_id"] for p in group]),
             )
         except PublishError as exc:
             error = exc

@@ -53,6 +53,12 @@ PUBLISH_FAILURES = Counter(
     "Requests answered 503 because the broker did not confirm the publish in time.",
 )
 
+OLDEST_UNCHECKED_AGE = """
+SELECT coalesce(extract(epoch FROM now() - min(stored_at)), 0) FROM events
+WHERE (insert_xid, id) > (SELECT coalesce(max(insert_xid), -1), coalesce(max(event_pk), -1)
+                          FROM projection_checkpoint)
+"""
+
 metrics = Blueprint("metrics", __name__)
 
 
@@ -96,12 +102,13 @@ class PipelineCollector(Collector):
             if self.settings.mysql_url:
                 yield _gauge(
                     "ingest_projection_pending",
-                    "Stored events not yet projected to MySQL.",
+                    "Stored events MySQL does not hold yet.",
                     figures["pending"],
                 )
                 yield _gauge(
                     "ingest_projection_lag_seconds",
-                    "Age of the oldest stored event not yet projected to MySQL; 0 when none.",
+                    "Age of the oldest stored event the reconciler has not yet found in MySQL, "
+                    "while MySQL lacks events; 0 when it holds them all.",
                     figures["lag"],
                 )
         try:
@@ -112,17 +119,21 @@ class PipelineCollector(Collector):
             yield _gauge("ingest_dead_letter_messages", f"Messages parked in {DEAD_QUEUE}.", dead)
 
     def _postgres_figures(self) -> Mapping[str, float]:
-        # The pending figures use the partial index on unprojected rows, so they stay cheap.
         with engine_for(self.settings.postgres_url).connect() as connection:
-            row = connection.execute(
-                text(
-                    "SELECT (SELECT count(*) FROM events) AS stored,"
-                    " count(*) AS pending,"
-                    " coalesce(extract(epoch FROM now() - min(stored_at)), 0) AS lag"
-                    " FROM events WHERE projected_at IS NULL"
-                )
-            ).one()
-        return {"stored": row.stored, "pending": row.pending, "lag": float(row.lag)}
+            stored = connection.execute(text("SELECT count(*) FROM events")).scalar_one()
+        if not self.settings.mysql_url:
+            return {"stored": stored}
+        with engine_for(self.settings.mysql_url).connect() as connection:
+            projected = connection.execute(
+                text("SELECT count(*) FROM events_projection")
+            ).scalar_one()
+        pending = max(stored - projected, 0)
+        lag = 0.0
+        if pending:
+            # The oldest event the reconciler has not yet found in MySQL bounds the lag.
+            with engine_for(self.settings.postgres_url).connect() as connection:
+                lag = connection.execute(text(OLDEST_UNCHECKED_AGE)).scalar_one()
+        return {"stored": stored, "pending": pending, "lag": float(lag)}
 
     def _dead_letters(self) -> int:
         timeout = self.settings.publish_timeout

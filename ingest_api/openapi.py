@@ -87,8 +87,17 @@ class EventStatusSchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["stored", "projected"]))
     received_at = fields.DateTime(required=True)
     stored_at = fields.DateTime(required=True)
-    projected_at = fields.DateTime(required=True, allow_none=True)
-    projection_attempts = fields.Integer(required=True)
+    projection = fields.String(
+        required=True,
+        validate=validate.OneOf(["done", "pending", "off", "unknown"]),
+        metadata={
+            "description": "Whether MySQL holds the event: off when the projection is off, "
+            "unknown when MySQL could not be read."
+        },
+    )
+    projected_at = fields.DateTime(
+        required=True, allow_none=True, metadata={"description": "When MySQL last took it."}
+    )
     conflict = fields.Boolean(
         required=True,
         metadata={"description": "The same event_id later arrived with another payload."},

@@ -18,9 +18,6 @@ from tasks.topology import declare_topology
 
 logger = logging.getLogger(__name__)
 
-EVENT_IDS_SHOWN = 10
-
-
 class PublishError(Exception):
     """The broker did not confirm the message in time; the client should retry."""
 
@@ -107,13 +104,6 @@ class Publisher:
     def _drain(self) -> None:
         while (producer := self._take()) is not None:
             _close(producer)
-
-
-def events_repr(events: list[dict[str, Any]]) -> str:
-    """What Flower shows of a message's arguments: its event ids, never the payloads."""
-    shown = ", ".join(event["event_id"] for event in events[:EVENT_IDS_SHOWN])
-    more = f" and {len(events) - EVENT_IDS_SHOWN} more" if len(events) > EVENT_IDS_SHOWN else ""
-    return f"[{len(events)} events: {shown}{more}]"
 
 
 def _close(producer: Producer | None) -> None:

@@ -2,13 +2,14 @@
 
 from models.engines import dispose_engines, engine_for, session_scope
 from models.mysql import EventProjection, ProjectionBase
-from models.postgres import Base, Event
+from models.postgres import Base, Event, ProjectionCheckpoint
 
 __all__ = [
     "Base",
     "Event",
     "EventProjection",
     "ProjectionBase",
+    "ProjectionCheckpoint",
     "dispose_engines",
     "engine_for",
     "session_scope",

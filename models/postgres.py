@@ -5,9 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Identity, Index, Integer, String, func, text
+from sqlalchemy import BigInteger, DateTime, Identity, Index, String, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# A row's transaction id, 64 bits: every transaction older than a snapshot's xmin has ended,
+# so rows below it can no longer appear behind the reconciler's checkpoint.
+INSERT_XID = text("(pg_current_xact_id()::text)::bigint")
 
 
 class Base(DeclarativeBase):
@@ -19,11 +23,7 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_type_occurred_at", "event_type", "occurred_at"),
         Index("ix_events_occurred_at", "occurred_at"),
-        Index(
-            "ix_events_unprojected",
-            "stored_at",
-            postgresql_where=text("projected_at IS NULL"),
-        ),
+        Index("ix_events_insert_xid", "insert_xid", "id"),
         {"comment": "Every accepted event, stored exactly once (source of truth)."},
     )
 
@@ -54,12 +54,10 @@ class Event(Base):
     payload_sha256: Mapped[str] = mapped_column(
         String(64), comment="SHA-256 of the canonical JSON of the payload."
     )
-    projected_at: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True),
-        comment="When the MySQL projection last took the row; NULL = pending.",
-    )
-    projection_attempts: Mapped[int] = mapped_column(
-        Integer, server_default="0", comment="How many projection attempts touched the row."
+    insert_xid: Mapped[int] = mapped_column(
+        BigInteger,
+        server_default=INSERT_XID,
+        comment="Id of the transaction that inserted the row: the reconciler's keyset.",
     )
     conflict_payload_sha256: Mapped[str | None] = mapped_column(
         String(64),
@@ -67,4 +65,20 @@ class Event(Base):
     )
     conflict_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), comment="When a conflicting duplicate last arrived."
+    )
+
+
+class ProjectionCheckpoint(Base):
+    """How far the reconciler has compared PostgreSQL with MySQL, as a keyset position."""
+
+    __tablename__ = "projection_checkpoint"
+    __table_args__ = ({"comment": "The reconciler's position: every event before it is in MySQL."},)
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True, comment="Which projection.")
+    insert_xid: Mapped[int] = mapped_column(
+        BigInteger, comment="insert_xid of the last event checked."
+    )
+    event_pk: Mapped[int] = mapped_column(BigInteger, comment="id of the last event checked.")
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), comment="When it last moved."
     )

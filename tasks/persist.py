@@ -1,4 +1,9 @@
-"""persist_event and persist_events: store accepted events in PostgreSQL, exactly once."""
+"""persist_event and persist_events: store accepted events in PostgreSQL, exactly once.
+
+A message's events go to PostgreSQL as one JSON parameter of one statement that commits by
+itself: one round trip, whatever the number of events. The rows it inserted then travel on to
+the projection as they were stored, so nothing needs to read them back.
+"""
 
 from __future__ import annotations
 
@@ -7,41 +12,50 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import Task
-from sqlalchemy import column, func, update, values
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import DBAPIError
 
-from ingest.events import parse_utc, payload_sha256
-from models import Event, session_scope
+from ingest.events import compact_json, event_ids_of, events_repr, payload_sha256
+from models.engines import execute
+from models.errors import is_transient
+from tasks.backoff import backoff_seconds
 from tasks.celery_app import app
 from tasks.projection import project_to_mysql
 
 logger = logging.getLogger(__name__)
 
-# Connection loss, server shutdown, lock timeouts, deadlocks: worth retrying without end,
-# since PostgreSQL is the source of truth and the message must not be dead-lettered for it.
-TRANSIENT_POSTGRES_ERRORS = (OperationalError, InterfaceError)
-
 # A broker that blocks publishers (memory alarm) must not hold the persist worker forever.
 LINK_CONFIRM_TIMEOUT = 10
+# Retries of a PostgreSQL outage wait at most this long apart, and never give up: PostgreSQL is
+# the source of truth and the message must not be dead-lettered for it.
+RETRY_BACKOFF_MAX = 60
 
 PERSIST_OPTIONS: dict[str, Any] = {
     "bind": True,
     "acks_late": True,
     "reject_on_worker_lost": True,
     "ignore_result": True,
-    "autoretry_for": TRANSIENT_POSTGRES_ERRORS,
     "max_retries": None,
-    "retry_backoff": 1,
-    "retry_backoff_max": 60,
-    "retry_jitter": True,
 }
 
+# The first of several rows with one event_id wins, as it would in a VALUES list.
+INSERT_EVENTS = """
+INSERT INTO events
+    (event_id, event_type, source, occurred_at, received_at, payload, payload_sha256)
+SELECT event_id, event_type, source, occurred_at, received_at, payload, payload_sha256
+FROM jsonb_to_recordset(%s::jsonb) AS arrived(
+    event_id text, event_type text, source text, occurred_at timestamptz,
+    received_at timestamptz, payload jsonb, payload_sha256 text)
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id, stored_at
+"""
 
-INSERT_NEW_EVENTS = (
-    insert(Event).on_conflict_do_nothing(index_elements=[Event.event_id]).returning(Event.event_id)
-)
+# A redelivered message is no conflict; the same event_id with another payload is.
+MARK_CONFLICTS = """
+UPDATE events
+SET conflict_payload_sha256 = arrived.payload_sha256, conflict_at = now()
+FROM jsonb_to_recordset(%s::jsonb) AS arrived(event_id text, payload_sha256 text)
+WHERE events.event_id = arrived.event_id AND events.payload_sha256 <> arrived.payload_sha256
+"""
 
 
 @app.task(name="ingest.persist_event", **PERSIST_OPTIONS)
@@ -56,34 +70,46 @@ def persist_events(self: Task, events: list[dict[str, Any]]) -> None:
 
 def persist(task: Task, events: Sequence[dict[str, Any]]) -> None:
     settings = task.app.settings
-    with session_scope(settings.postgres_url) as session:
-        inserted = store_events(session, events)
-    event_ids = list(dict.fromkeys(event["event_id"] for event in events))
+    try:
+        stored = store_events(settings.postgres_url, events)
+    except DBAPIError as exc:
+        if not is_transient(exc):
+            raise
+        # Celery's own retry would publish the whole message again as its arguments show.
+        raise task.retry(
+            exc=exc,
+            countdown=backoff_seconds(task.request.retries, cap=RETRY_BACKOFF_MAX),
+            argsrepr=events_repr(event_ids_of(events)),
+        ) from exc
     logger.info(
         "Stored events",
-        extra={"event_ids": event_ids, "inserted": inserted, "request_id": request_id(task)},
+        extra={
+            "event_ids": list(dict.fromkeys(event_ids_of(events))),
+            "inserted": len(stored),
+            "request_id": request_id(task),
+        },
     )
-    if settings.mysql_url:
-        chain_projection(task, event_ids)
+    if settings.mysql_url and stored:
+        chain_projection(task, stored)
 
 
-def store_events(session: Session, events: Sequence[dict[str, Any]]) -> int:
+def store_events(postgres_url: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Insert the events that are new; mark a reused event_id whose payload differs. Returns
-    how many rows were inserted."""
+    the inserted rows as MySQL will hold them, `stored_at` included. Safe to run twice."""
     rows = [event_row(event) for event in events]
-    # Executed with many parameter sets, SQLAlchemy sends multi-row INSERTs from one cached
-    # compiled statement: several times faster than compiling a fresh VALUES list per batch.
-    inserted = set(session.scalars(INSERT_NEW_EVENTS, rows))
-    first_seen: set[str] = set()
-    duplicates = []
+    inserted = dict(execute(postgres_url, INSERT_EVENTS, (compact_json(rows),)))
+    stored, duplicates = [], []
     for row in rows:
-        if row["event_id"] in inserted and row["event_id"] not in first_seen:
-            first_seen.add(row["event_id"])
+        stored_at = inserted.pop(row["event_id"], None)
+        if stored_at is None:
+            duplicates.append(
+                {"event_id": row["event_id"], "payload_sha256": row["payload_sha256"]}
+            )
         else:
-            duplicates.append(row)
+            stored.append({**row, "stored_at": stored_at.isoformat()})
     if duplicates:
-        mark_conflicts(session, duplicates)
-    return len(inserted)
+        execute(postgres_url, MARK_CONFLICTS, (compact_json(duplicates),))
+    return stored
 
 
 def event_row(event: dict[str, Any]) -> dict[str, Any]:
@@ -91,40 +117,28 @@ def event_row(event: dict[str, Any]) -> dict[str, Any]:
         "event_id": event["event_id"],
         "event_type": event["event_type"],
         "source": event.get("source"),
-        "occurred_at": parse_utc(event["occurred_at"]),
-        "received_at": parse_utc(event["received_at"]),
+        "occurred_at": event["occurred_at"],
+        "received_at": event["received_at"],
         "payload": event["payload"],
         "payload_sha256": payload_sha256(event["payload"]),
     }
 
 
-def mark_conflicts(session: Session, duplicates: Sequence[dict[str, Any]]) -> None:
-    """A redelivered message is no conflict; the same event_id with another payload is."""
-    arrived = values(column("event_id"), column("payload_sha256"), name="arrived").data(
-        [(row["event_id"], row["payload_sha256"]) for row in duplicates]
-    )
-    session.execute(
-        update(Event)
-        .where(Event.event_id == arrived.c.event_id)
-        .where(Event.payload_sha256 != arrived.c.payload_sha256)
-        .values(conflict_payload_sha256=arrived.c.payload_sha256, conflict_at=func.now())
-    )
-
-
-def chain_projection(task: Task, event_ids: list[str]) -> None:
+def chain_projection(task: Task, rows: list[dict[str, Any]]) -> None:
     """Publish the projection of what was just stored. If the publish fails the rows stay
     unprojected and the reconciler repairs them; failing here would only redo the insert."""
     try:
         project_to_mysql.apply_async(
-            args=[event_ids],
+            args=[rows],
             headers={"request_id": request_id(task)},
+            argsrepr=events_repr(event_ids_of(rows)),
             confirm_timeout=LINK_CONFIRM_TIMEOUT,
         )
     except Exception:
         logger.warning(
             "Could not publish the projection; the reconciler will project these events",
             exc_info=True,
-            extra={"event_ids": event_ids},
+            extra={"event_ids": event_ids_of(rows)},
         )
 
 

@@ -75,16 +75,23 @@ class Duration(click.ParamType):
     type=Duration(),
     default=None,
     help="Project events stored longer ago than this: seconds or 90s, 15m, 2h, 1d "
-    "[default: INGEST_RECONCILE_GRACE_SECONDS]. 0 projects every unprojected event.",
+    "[default: INGEST_RECONCILE_GRACE_SECONDS]. 0 projects every event MySQL lacks.",
+)
+@click.option(
+    "--from-start",
+    is_flag=True,
+    help="Compare every stored event again, not only those after the checkpoint (after MySQL "
+    "lost rows, say).",
 )
 @pass_cli
-def reconcile_command(cli: CliContext, grace: timedelta | None) -> None:
+def reconcile_command(cli: CliContext, grace: timedelta | None, from_start: bool) -> None:
     """Project into MySQL what it still lacks, now.
 
-    Every stored event older than the grace period and not yet in MySQL is projected.
-    The same repair celery beat runs every INGEST_RECONCILE_INTERVAL_SECONDS, in chunks of
-    INGEST_RECONCILE_CHUNK_SIZE; events younger than the grace period are left alone, since
-    their chained projection task is probably still on its way.
+    Every stored event older than the grace period and not in MySQL is projected. The walk
+    goes on from where the last one stopped (its checkpoint), in chunks of
+    INGEST_RECONCILE_CHUNK_SIZE: the same repair celery beat runs every
+    INGEST_RECONCILE_INTERVAL_SECONDS. Events younger than the grace period are left alone,
+    since their chained projection task is probably still on its way.
     """
     # Imported when needed: it loads Celery, which the other commands do without.
     from tasks.projection import reconcile
@@ -93,7 +100,9 @@ def reconcile_command(cli: CliContext, grace: timedelta | None) -> None:
     if not settings.mysql_url:
         raise click.ClickException("MYSQL_URL is unset: the projection is off, nothing to do")
     with database_errors():
-        projected = reconcile(settings, grace)
+        projected = reconcile(settings, grace, from_start=from_start)
+    if projected is None:
+        raise click.ClickException("Another reconciler is running; try again when it is done")
     click.echo(f"Projected {projected} event{'s' if projected != 1 else ''} into MySQL.")
 
 
@@ -101,14 +110,14 @@ def reconcile_command(cli: CliContext, grace: timedelta | None) -> None:
 @click.argument("event_id")
 @pass_cli
 def status_command(cli: CliContext, event_id: str) -> None:
-    """Show what PostgreSQL holds about an event.
+    """Show what PostgreSQL and MySQL hold about an event.
 
     Prints the JSON that GET /v1/events/EVENT_ID answers.
     Exits with 1 while the event is not (yet) stored.
     """
     settings = cli.settings()
     with database_errors():
-        status = event_status(settings.postgres_url, event_id)
+        status = event_status(settings, event_id)
     if status is None:
         click.echo(f"No event {event_id!r} is stored (yet).", err=True)
         raise SystemExit(1)
