@@ -1,7 +1,7 @@
-"""A bare Flask endpoint: what gunicorn and Flask alone can answer on this machine.
+"""A bare Flask endpoint: what the API's HTTP server and Flask alone can answer on this machine.
 
-The benchmark serves it with the API's gunicorn settings:
-`gunicorn --pythonpath scripts bare_app:app`.
+The benchmark serves it with the API's server and settings: the command `ingest serve` runs, with
+`bare_app:app` in place of the API and scripts/ on PYTHONPATH.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """What the benchmark runs against: its own databases and vhost, the service's processes, and
-their memory. Only the service's public entry points are used: gunicorn, `celery -A tasks
-worker`, `alembic upgrade head`, the environment variables of .env.example, the HTTP API and
-the tables `events` and `events_projection`.
+their memory. Only the service's public entry points are used: the command lines `ingest up`
+runs (built by the same functions of ingest.cli.services), `alembic upgrade head`, the
+environment variables of .env.example, the HTTP API and the tables `events` and
+`events_projection`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,17 +29,25 @@ from urllib.parse import unquote, urlsplit
 
 import MySQLdb
 import psycopg2
+from bench_cpu import read_processes, tree
 from kombu import Connection
+
+from ingest.cli.services import (
+    beat_argv,
+    projector_argv,
+    serve_argv,
+    up_command,
+    worker_argv,
+)
+from tasks.topology import DEAD_QUEUE, PERSIST_QUEUE, PROJECTION_QUEUE
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-PERSIST_QUEUE = "ingest.persist"
-PROJECTION_QUEUE = "ingest.projection"
-DEAD_QUEUE = "ingest.dead"
-# The API's HTTP server settings, as `ingest up` (the README's run command) serves it.
-GUNICORN_SETTINGS = ("--workers", "2", "--worker-class", "gthread", "--threads", "16")
+# The application the API's server command serves; the bare baseline takes its place.
+API_APP = "ingest_api.wsgi:app"
+BARE_APP = "bare_app:app"
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 START_TIMEOUT = 90.0
 # No statement of the benchmark's own may wait without end (a lock held by a stuck worker).
@@ -80,27 +89,27 @@ def run_command(command: Sequence[str], timeout: float = 300, **kwargs: Any) -> 
     return done.stdout
 
 
-def process_tree(root: int) -> list[int]:
-    """`root` and every live descendant, read from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as stat:
-                ppid = int(stat.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, ()))
-    return tree
+def up_default(option: str) -> Any:
+    """The default `ingest up` gives one of its options, read from the command itself."""
+    return next(param.default for param in up_command.params if param.name == option)
 
 
-def rss_bytes(pids: Sequence[int]) -> int:
+def http_argv(port: int, app: str) -> list[str]:
+    """The API's server command as `ingest up` runs it, on `port`, serving `app`: the API's own
+    or the bare baseline, so both run on the same server with the same settings."""
+    argv = serve_argv(f"127.0.0.1:{port}", up_default("workers"))
+    if argv.count(API_APP) != 1:
+        raise BenchError(f"cannot find the app {API_APP} in `ingest serve`'s command {argv}")
+    return [app if word == API_APP else word for word in argv]
+
+
+def celery_options() -> tuple[str, ...]:
+    """The options `ingest up` gives both Celery workers."""
+    concurrency = up_default("concurrency")
+    return ("-l", "info", *(("-c", str(concurrency)) if concurrency else ()))
+
+
+def rss_bytes(pids: Iterable[int]) -> int:
     total = 0
     for pid in pids:
         try:
@@ -116,6 +125,7 @@ class ServiceProcess:
 
     def __init__(self, name: str, command: Sequence[str], env: dict[str, str], logs: Path) -> None:
         self.name = name
+        self.command = list(command)
         self.log = logs / f"{name}.log"
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
@@ -157,15 +167,11 @@ class ServiceProcess:
 
 
 class HttpServer(ServiceProcess):
-    """gunicorn on a free port of 127.0.0.1, ready once GET /healthz answers 200."""
+    """The API's server on a free port of 127.0.0.1, ready once GET /healthz answers 200."""
 
-    def __init__(self, name: str, app: str, env: dict[str, str], logs: Path, *extra: str) -> None:
+    def __init__(self, name: str, app: str, env: dict[str, str], logs: Path) -> None:
         self.port = free_port()
-        command = [
-            str(VENV_BIN / "gunicorn"), app, "--bind", f"127.0.0.1:{self.port}",
-            *GUNICORN_SETTINGS, *extra,
-        ]  # fmt: skip
-        super().__init__(name, command, env, logs)
+        super().__init__(name, http_argv(self.port, app), env, logs)
         try:
             wait_for(lambda: self.get("/healthz") == 200, START_TIMEOUT, f"{name} to answer")
         except BaseException:
@@ -310,22 +316,45 @@ class BenchStack:
             INGEST_API_KEYS=self.api_key,
             INGEST_AUTH="on",
             PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            # As `ingest up` runs its children.
+            PYTHONUNBUFFERED="1",
         )
         env.update(extra)
         return env
 
-    def start_http(self, name: str, app: str, *extra: str, **env: str) -> HttpServer:
-        server = HttpServer(name, app, self.env(**env), self.logs, *extra)
+    def start_api(self) -> HttpServer:
+        return self._start_http("api", API_APP, self.env())
+
+    def start_bare(self) -> HttpServer:
+        return self._start_http("bare-flask", BARE_APP, self.env(PYTHONPATH=str(ROOT / "scripts")))
+
+    def _start_http(self, name: str, app: str, env: dict[str, str]) -> HttpServer:
+        server = HttpServer(name, app, env, self.logs)
         self.processes.append(server)
         return server
 
-    def start_worker(self, name: str, queue: str) -> ServiceProcess:
-        """`celery -A tasks worker -Q queue` with its default concurrency, ready once it
-        consumes from its queue."""
-        command = [
-            str(VENV_BIN / "celery"), "-A", "tasks", "worker", "-Q", queue,
-            "-n", f"{name}-{os.getpid()}@%h", "-l", "info",
-        ]  # fmt: skip
+    def start_persist_worker(self) -> ServiceProcess:
+        return self._start_worker("persist", worker_argv(celery_options()), PERSIST_QUEUE)
+
+    def start_projection_worker(self) -> ServiceProcess:
+        return self._start_worker("projection", projector_argv(celery_options()), PROJECTION_QUEUE)
+
+    def start_beat(self) -> ServiceProcess:
+        """celery beat as `ingest up` runs it, ready once it has started its scheduler."""
+        # Its schedule file lives with the logs: a real beat in this checkout keeps var/'s.
+        command = beat_argv(("-l", "info", "-s", str(self.logs / "celerybeat-schedule")))
+        beat = ServiceProcess("beat", command, self.env(), self.logs)
+        self.processes.append(beat)
+
+        def started() -> bool:
+            beat.check_alive()
+            return "beat: Starting..." in beat.log.read_text(errors="replace")
+
+        wait_for(started, START_TIMEOUT, "celery beat to start", interval=0.5)
+        return beat
+
+    def _start_worker(self, name: str, command: list[str], queue: str) -> ServiceProcess:
+        """A Celery worker, ready once it consumes from its queue."""
         worker = ServiceProcess(name, command, self.env(), self.logs)
         self.processes.append(worker)
 
@@ -461,9 +490,10 @@ class RssSampler(threading.Thread):
     def sample(self) -> tuple[float, dict[str, int]]:
         with self._lock:
             groups = dict(self.groups)
+        processes = read_processes()
         taken = (
             time.monotonic(),
-            {name: rss_bytes(process_tree(pid)) for name, pid in groups.items()},
+            {name: rss_bytes(tree(processes, [pid])) for name, pid in groups.items()},
         )
         with self._lock:
             self.samples.append(taken)

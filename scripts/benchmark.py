@@ -1,12 +1,14 @@
-"""The benchmark of issue 4: what this machine can do, and what ingest does on it.
+"""The benchmark of issues 4 and 8: what this machine can do, what ingest does on it, and where
+the CPU goes.
 
     .venv/bin/python scripts/benchmark.py            # the full benchmark, 3 runs of each figure
     .venv/bin/python scripts/benchmark.py --quick    # a small end-to-end check of the script
 
 It creates its own PostgreSQL and MariaDB databases and RabbitMQ vhost on the local servers,
-migrates them, starts the API (gunicorn) and the persist and projection workers itself, runs the
-load from a separate process over keep-alive HTTP/1.1 on 127.0.0.1, and prints Markdown tables
-(each figure the median of the runs, with min and max). Everything it started or created is
+migrates them, starts the API, the persist and projection workers and celery beat with the
+command lines `ingest up` runs, runs the load from a separate process over keep-alive HTTP/1.1
+on 127.0.0.1, and prints Markdown tables (each figure the median of the runs, with min and max),
+among them the CPU each process group spent per event. Everything it started or created is
 stopped and dropped at the end, also on Ctrl-C or an error. Progress goes to stderr, the tables
 to stdout. The exit status is 1 when a run failed or was not correct.
 """
@@ -22,22 +24,32 @@ import os
 import platform
 import random
 import secrets
+import shlex
 import signal
-import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
+from bench_cpu import CpuMeter, CpuSnapshot
+from bench_report import (
+    GROUPS,
+    INSERT_ROWS,
+    SETTLED_AT,
+    LimitRun,
+    MemoryTrace,
+    Options,
+    PipelineRun,
+    Results,
+    percentile,
+    report,
+)
 from bench_stack import (
     DEAD_QUEUE,
-    GUNICORN_SETTINGS,
-    PERSIST_QUEUE,
-    PROJECTION_QUEUE,
     ROOT,
     START_TIMEOUT,
     BenchError,
@@ -45,128 +57,53 @@ from bench_stack import (
     HttpServer,
     RssSampler,
     Servers,
-    TableCounts,
+    ServiceProcess,
     wait_for,
 )
-from loadgen import LoadResult, LoadSpec, make_event, run_in_process
+from loadgen import READY, LoadResult, LoadSpec, make_event, run_in_process
 from psycopg2.extras import execute_values
 
 logger = logging.getLogger("benchmark")
 
-MIB = 1024 * 1024
 # Time for the load generator's process to start and build its request bodies.
 BUILD_ALLOWANCE = 180.0
+# Time for it to send its result once the run's deadline has passed.
+RESULT_ALLOWANCE = 60.0
 POLL_INTERVAL = 0.5
 SCRATCH_QUEUE = "bench.publish-limit"
 SCRATCH_TABLE = "bench_insert_limit"
-INSERT_ROWS = 100
-GROUPS = ("api", "persist", "projection")
-GROUP_LABELS = {
-    "api": "API (gunicorn master + workers)",
-    "persist": "persist worker (celery main + pool)",
-    "projection": "projection worker (celery main + pool)",
-}
-# Memory counts as growing when it rises by more than this fraction and GROWTH_FLOOR: from a
-# quarter into a run to its end, or from the first run's peak to the last run's.
-GROWTH_RATIO = 0.10
-GROWTH_FLOOR = 8 * MIB
-# Where a run's memory is taken as warmed up: this fraction of the way through it.
-SETTLED_AT = 0.25
-
-
-@dataclass(frozen=True)
-class MemoryTrace:
-    """RSS of one process tree during one run, in bytes."""
-
-    start: int
-    settled: int
-    peak: int
-    end: int
-
-
-@dataclass(frozen=True)
-class Options:
-    runs: int
-    single_events: int
-    single_concurrency: int
-    batch_events: int
-    batch_size: int
-    batch_concurrency: int
-    limit_seconds: float
-    run_timeout: float
-
-
-@dataclass
-class PipelineRun:
-    scenario: str
-    number: int
-    load: LoadResult
-    postgres: TableCounts | None = None
-    mysql: TableCounts | None = None
-    dead_letters: int = 0
-    postgres_seconds: float = float("nan")
-    mysql_seconds: float = float("nan")
-    memory: dict[str, MemoryTrace] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def accept_rate(self) -> float:
-        return self.load.events_accepted / self.load.accept_seconds
-
-    @property
-    def end_to_end_rate(self) -> float:
-        return self.load.events_sent / max(self.postgres_seconds, self.mysql_seconds)
-
-    def latency(self, quantile: float) -> float:
-        return percentile(self.load.latencies_ms, quantile)
-
-
-@dataclass
-class Results:
-    options: Options
-    context: dict[str, str] = field(default_factory=dict)
-    rabbitmq: list[float] = field(default_factory=list)
-    postgres: list[float] = field(default_factory=list)
-    bare: list[LoadResult] = field(default_factory=list)
-    pipeline: list[PipelineRun] = field(default_factory=list)
-    failure: str | None = None
-
-    def runs(self, scenario: str) -> list[PipelineRun]:
-        return [run for run in self.pipeline if run.scenario == scenario]
-
-
-def percentile(values: Sequence[float], quantile: float) -> float:
-    """Nearest-rank percentile; NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(quantile / 100 * len(ordered)) - 1))]
 
 
 # -- running the load ----------------------------------------------------------------------
 
 
-def generate(spec: LoadSpec, label: str) -> LoadResult:
-    """Run the load generator in its own process and return what it measured."""
+def generate(spec: LoadSpec, label: str, at_start: Callable[[], None]) -> LoadResult:
+    """Run the load generator in its own process and return what it measured; `at_start` runs
+    once its requests are built, just before the first is sent."""
     context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=run_in_process, args=(spec, sender), name="loadgen")
+    control, child_end = context.Pipe()
+    process = context.Process(target=run_in_process, args=(spec, child_end), name="loadgen")
     process.start()
-    sender.close()
-    try:
-        if not receiver.poll(spec.timeout + BUILD_ALLOWANCE):
-            raise BenchError(
-                f"{label}: the load generator gave no result within "
-                f"{spec.timeout + BUILD_ALLOWANCE:.0f}s"
-            )
+    child_end.close()
+
+    def receive(timeout: float, what: str) -> Any:
+        if not control.poll(timeout):
+            raise BenchError(f"{label}: the load generator gave no {what} within {timeout:.0f}s")
         try:
-            result: LoadResult = receiver.recv()
+            return control.recv()
         except EOFError:
             raise BenchError(
                 f"{label}: the load generator died (exit code {process.exitcode})"
             ) from None
+
+    try:
+        if receive(BUILD_ALLOWANCE, "sign of being ready") != READY:
+            raise BenchError(f"{label}: the load generator did not say it was ready")
+        at_start()
+        control.send("go")
+        result: LoadResult = receive(spec.timeout + RESULT_ALLOWANCE, "result")
     finally:
-        receiver.close()
+        control.close()
         if process.is_alive():
             process.kill()
         process.join(timeout=30)
@@ -186,7 +123,9 @@ def sample_events(count: int) -> list[dict[str, Any]]:
     return [make_event("limit", index, rng) for index in range(count)]
 
 
-def rabbitmq_publish_rate(stack: BenchStack, seconds: float, body: bytes) -> float:
+def rabbitmq_publish_rate(
+    stack: BenchStack, meter: CpuMeter, seconds: float, body: bytes
+) -> LimitRun:
     """Persistent messages with publisher confirms from one publisher, into a quorum queue as
     the service's queues are, one confirm awaited per message as the API does."""
     with stack.broker(transport_options={"confirm_publish": True}) as connection:
@@ -197,6 +136,7 @@ def rabbitmq_publish_rate(stack: BenchStack, seconds: float, body: bytes) -> flo
         channel.queue_purge(SCRATCH_QUEUE)
         producer = connection.Producer(channel)
         published = 0
+        cpu_start = meter.snapshot()
         started = time.monotonic()
         finish = started + seconds
         while time.monotonic() < finish:
@@ -211,8 +151,9 @@ def rabbitmq_publish_rate(stack: BenchStack, seconds: float, body: bytes) -> flo
             )
             published += 1
         elapsed = time.monotonic() - started
+        cpu = meter.use(cpu_start, meter.snapshot())
         channel.queue_purge(SCRATCH_QUEUE)
-    return published / elapsed
+    return LimitRun(published, elapsed, cpu)
 
 
 def delete_scratch_queue(stack: BenchStack) -> None:
@@ -220,7 +161,9 @@ def delete_scratch_queue(stack: BenchStack) -> None:
         connection.channel().queue_delete(SCRATCH_QUEUE)
 
 
-def postgres_insert_rate(stack: BenchStack, seconds: float, events: list[dict[str, Any]]) -> float:
+def postgres_insert_rate(
+    stack: BenchStack, meter: CpuMeter, seconds: float, events: list[dict[str, Any]]
+) -> LimitRun:
     """Event rows in 100-row INSERT .. ON CONFLICT DO NOTHING statements, one commit each, into
     a scratch table shaped like `events` (its columns, constraints and indexes)."""
     received_at = datetime.now(UTC).isoformat()
@@ -251,6 +194,7 @@ def postgres_insert_rate(stack: BenchStack, seconds: float, events: list[dict[st
                 " ON CONFLICT (event_id) DO NOTHING"
             )
             inserted = 0
+            cpu_start = meter.snapshot()
             started = time.monotonic()
             finish = started + seconds
             while time.monotonic() < finish:
@@ -267,28 +211,33 @@ def postgres_insert_rate(stack: BenchStack, seconds: float, events: list[dict[st
                 )
                 inserted += INSERT_ROWS
             elapsed = time.monotonic() - started
+            cpu = meter.use(cpu_start, meter.snapshot())
     finally:
         connection.close()
-    return inserted / elapsed
+    return LimitRun(inserted, elapsed, cpu)
 
 
-def measure_limits(stack: BenchStack, options: Options, results: Results) -> None:
+def measure_limits(stack: BenchStack, meter: CpuMeter, options: Options, results: Results) -> None:
     events = sample_events(2_000)
     body = json.dumps(events[0], separators=(",", ":")).encode()
     for number in range(1, options.runs + 1):
-        rate = rabbitmq_publish_rate(stack, options.limit_seconds, body)
-        results.rabbitmq.append(rate)
-        logger.info("RabbitMQ run %d: %.0f confirmed persistent publishes/s", number, rate)
+        run = rabbitmq_publish_rate(stack, meter, options.limit_seconds, body)
+        results.rabbitmq.append(run)
+        logger.info("RabbitMQ run %d: %.0f confirmed persistent publishes/s", number, run.rate)
     delete_scratch_queue(stack)
     for number in range(1, options.runs + 1):
-        rate = postgres_insert_rate(stack, options.limit_seconds, events)
-        results.postgres.append(rate)
-        logger.info("PostgreSQL run %d: %.0f rows/s in %d-row INSERTs", number, rate, INSERT_ROWS)
+        run = postgres_insert_rate(stack, meter, options.limit_seconds, events)
+        results.postgres.append(run)
+        logger.info(
+            "PostgreSQL run %d: %.0f rows/s in %d-row INSERTs", number, run.rate, INSERT_ROWS
+        )
     stack.postgres_one(f"DROP TABLE IF EXISTS {SCRATCH_TABLE}")
 
-    bare = stack.start_http("bare-flask", "bare_app:app", "--pythonpath", str(ROOT / "scripts"))
+    bare = stack.start_bare()
+    meter.watch("bare", bare.pid)
     try:
         for number in range(1, options.runs + 1):
+            cpu_start: list[CpuSnapshot] = []
             load = generate(
                 LoadSpec(
                     port=bare.port,
@@ -301,17 +250,21 @@ def measure_limits(stack: BenchStack, options: Options, results: Results) -> Non
                     timeout=options.run_timeout,
                 ),
                 f"bare Flask run {number}",
+                lambda cpu_start=cpu_start: cpu_start.append(meter.snapshot()),
             )
+            cpu = meter.use(cpu_start[0], meter.snapshot(), loadgen=load.cpu_seconds)
             if load.statuses != {202: load.requests}:
                 raise BenchError(f"the bare endpoint answered {load.statuses}: {load.errors[:3]}")
-            results.bare.append(load)
+            run = LimitRun(load.requests, load.accept_seconds, cpu, load.latencies_ms)
+            results.bare.append(run)
             logger.info(
                 "Bare Flask run %d: %.0f requests/s, p99 %.1f ms",
                 number,
-                load.requests / load.accept_seconds,
-                percentile(load.latencies_ms, 99),
+                run.rate,
+                percentile(run.latencies_ms, 99),
             )
     finally:
+        meter.unwatch("bare")
         stack.stop(bare)
 
 
@@ -331,6 +284,7 @@ def completion_seconds(written: datetime | None, first_send_wall: float, seen: f
 def run_pipeline(
     stack: BenchStack,
     sampler: RssSampler,
+    meter: CpuMeter,
     api: HttpServer,
     options: Options,
     scenario: str,
@@ -350,7 +304,8 @@ def run_pipeline(
         timeout=options.run_timeout,
     )
     window_start = sampler.sample()[0]
-    load = generate(spec, f"{scenario} run {number}")
+    cpu_start: list[CpuSnapshot] = []
+    load = generate(spec, f"{scenario} run {number}", lambda: cpu_start.append(meter.snapshot()))
     run = PipelineRun(scenario, number, load)
     deadline = load.started + options.run_timeout
     stored_seen = projected_seen = None
@@ -363,6 +318,7 @@ def run_pipeline(
         if projected_seen is None and projected >= expected:
             projected_seen = now - load.started
         if stored_seen is not None and projected_seen is not None:
+            run.cpu = meter.use(cpu_start[0], meter.snapshot(), loadgen=load.cpu_seconds)
             break
         if now > deadline:
             raise BenchError(
@@ -429,17 +385,25 @@ def correctness_problems(run: PipelineRun) -> list[str]:
 
 
 def measure_service(
-    stack: BenchStack, sampler: RssSampler, options: Options, results: Results
+    stack: BenchStack, sampler: RssSampler, meter: CpuMeter, options: Options, results: Results
 ) -> None:
-    api = stack.start_http("api", "ingest_api.wsgi:app")
+    api = stack.start_api()
     wait_for(lambda: api.get("/readyz") == 200, START_TIMEOUT, "the API to be ready (/readyz)")
-    persist = stack.start_worker("persist", PERSIST_QUEUE)
-    projection = stack.start_worker("projection", PROJECTION_QUEUE)
-    for group, process in (("api", api), ("persist", persist), ("projection", projection)):
+    processes: dict[str, ServiceProcess] = {
+        "api": api,
+        "persist": stack.start_persist_worker(),
+        "projection": stack.start_projection_worker(),
+        "beat": stack.start_beat(),
+    }
+    results.context["service"] = service_line(processes)
+    for group, process in processes.items():
         sampler.watch(group, process.pid)
+        meter.watch(group, process.pid)
     for scenario in ("single", "batch"):
         for number in range(1, options.runs + 1):
-            results.pipeline.append(run_pipeline(stack, sampler, api, options, scenario, number))
+            results.pipeline.append(
+                run_pipeline(stack, sampler, meter, api, options, scenario, number)
+            )
     stack.reset()
 
 
@@ -471,222 +435,25 @@ def context_lines(stack: BenchStack) -> dict[str, str]:
         "machine": f"{os.cpu_count()} cores ({cpu}), load average at start "
         f"{' '.join(f'{value:.2f}' for value in os.getloadavg())}",
         "software": f"PostgreSQL {postgres.split()[0]}, MariaDB {mariadb.split('-')[0]}, "
-        f"RabbitMQ {rabbitmq}, Python {platform.python_version()}, "
-        f"gunicorn {metadata.version('gunicorn')}, Celery {metadata.version('celery')}",
-        "service": f"commit {commit}{' with uncommitted changes' if changed else ''}; "
-        f"`gunicorn ingest_api.wsgi:app {' '.join(GUNICORN_SETTINGS)}`; "
-        "`celery -A tasks worker -Q ingest.persist` and `-Q ingest.projection` "
-        "at their default concurrency; no beat",
+        f"RabbitMQ {rabbitmq}, Python {platform.python_version()}",
+        "code": f"commit {commit}{' with uncommitted changes' if changed else ''}",
     }
 
 
-def spread(values: Sequence[float]) -> tuple[float, float, float]:
-    if not values:
-        return float("nan"), float("nan"), float("nan")
-    return statistics.median(values), min(values), max(values)
+def service_line(processes: dict[str, ServiceProcess]) -> str:
+    """The command lines the service runs with (those of `ingest up`), and their programs'
+    versions."""
 
+    def shown(command: Sequence[str]) -> str:
+        program = command[command.index("-m") + 1] if "-m" in command else Path(command[0]).name
+        try:
+            version = metadata.version(program)
+        except metadata.PackageNotFoundError:
+            version = "?"
+        python = "python" if command[0] == sys.executable else command[0]
+        return f"`{shlex.join([python, *command[1:]])}` ({program} {version})"
 
-def number(value: float, digits: int = 0) -> str:
-    if value != value:  # NaN
-        return "n/a"
-    return f"{value:,.{digits}f}"
-
-
-def markdown(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> str:
-    lines = ["| " + " | ".join(header) + " |"]
-    lines.append("|" + "|".join("---:" if a == "r" else "---" for a in align) + "|")
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def target(met: bool, text: str) -> str:
-    return f"{text}: {'met' if met else '**not met**'}"
-
-
-def main_table(results: Results) -> str:
-    options = results.options
-    rows: list[list[str]] = []
-
-    def add(label: str, values: Sequence[float], digits: int = 0, goal: str = "") -> None:
-        median, low, high = spread(values)
-        rows.append(
-            [label, number(median, digits), number(low, digits), number(high, digits), goal]
-        )
-
-    add(
-        "Machine: RabbitMQ persistent publishes with confirms, one publisher (msg/s)",
-        results.rabbitmq,
-    )
-    add(
-        f"Machine: PostgreSQL rows in {INSERT_ROWS}-row INSERTs, one commit each (rows/s)",
-        results.postgres,
-    )
-    add(
-        f"Machine: bare Flask on the same gunicorn, concurrency {options.single_concurrency} "
-        "(requests/s)",
-        [load.requests / load.accept_seconds for load in results.bare],
-    )
-    add(
-        "Machine: bare Flask p99 latency (ms)",
-        [percentile(load.latencies_ms, 99) for load in results.bare],
-        1,
-    )
-
-    for scenario, title in (("single", "Single events"), ("batch", "Batches")):
-        runs = results.runs(scenario)
-        if not runs:
-            continue
-        median = statistics.median
-        p99 = [run.latency(99) for run in runs]
-        e2e = [run.end_to_end_rate for run in runs]
-        add(f"{title}: accept rate (events/s)", [run.accept_rate for run in runs])
-        add(f"{title}: p50 accept latency (ms per request)", [run.latency(50) for run in runs], 1)
-        add(
-            f"{title}: p99 accept latency (ms per request)",
-            p99,
-            1,
-            target(median(p99) <= 50, "<= 50 ms") if scenario == "single" else "",
-        )
-        add(f"{title}: seconds until all in PostgreSQL", [run.postgres_seconds for run in runs], 1)
-        add(f"{title}: seconds until all in MySQL", [run.mysql_seconds for run in runs], 1)
-        goal = 1_000 if scenario == "single" else 15_000
-        add(
-            f"{title}: end-to-end rate into both databases (events/s)",
-            e2e,
-            0,
-            target(median(e2e) >= goal, f">= {goal:,} events/s"),
-        )
-    batches = results.runs("batch")
-    for group in GROUPS:
-        peaks = [run.memory[group].peak / MIB for run in results.pipeline]
-        goal = target(not growth(batches, group), "flat during and across batch runs")
-        add(f"Peak RSS, {GROUP_LABELS[group]} (MiB, every run)", peaks, 0, goal if batches else "")
-    return markdown(["Figure", "Median", "Min", "Max", "Target"], rows, "lrrrl")
-
-
-def grew(before: int, after: int) -> bool:
-    return after - before > max(GROWTH_RATIO * before, GROWTH_FLOOR)
-
-
-def growth(runs: Sequence[PipelineRun], group: str) -> list[str]:
-    """Where the memory of `group` grew: within a run (from a quarter in to the end), or
-    from the first run's peak to the last one's."""
-    found = [
-        f"{run.scenario} run {run.number}: {trace.settled / MIB:,.0f} -> {trace.end / MIB:,.0f} MiB"
-        for run in runs
-        if grew((trace := run.memory[group]).settled, trace.end)
-    ]
-    if len(runs) > 1 and grew(runs[0].memory[group].peak, runs[-1].memory[group].peak):
-        found.append(
-            f"peaks {', '.join(f'{run.memory[group].peak / MIB:,.0f}' for run in runs)} MiB"
-        )
-    return found
-
-
-def correctness_table(results: Results) -> str:
-    rows = []
-    for run in results.pipeline:
-        postgres, mysql = run.postgres, run.mysql
-        assert postgres is not None and mysql is not None
-        answers = ", ".join(
-            f"{status}: {count:,}" for status, count in sorted(run.load.statuses.items())
-        )
-        rows.append(
-            [
-                f"{run.scenario} {run.number}",
-                f"{run.load.events_sent:,}",
-                answers,
-                f"{run.load.retries:,}",
-                f"{postgres.rows:,} / {postgres.distinct:,}",
-                f"{mysql.rows:,} / {mysql.distinct:,}",
-                f"{run.dead_letters:,}",
-                "correct" if not run.problems else "**" + "; ".join(run.problems) + "**",
-            ]
-        )
-    return markdown(
-        [
-            "Run",
-            "Events sent",
-            "HTTP answers",
-            "Resent",
-            "PostgreSQL rows / distinct",
-            "MySQL rows / distinct",
-            "Dead letters",
-            "Verdict",
-        ],
-        rows,
-        "lrlrrrrl",
-    )
-
-
-def memory_table(results: Results) -> str:
-    rows = [
-        [
-            f"{run.scenario} {run.number}",
-            *(
-                " / ".join(
-                    f"{value / MIB:,.0f}"
-                    for value in (trace.start, trace.settled, trace.peak, trace.end)
-                )
-                for trace in (run.memory[group] for group in GROUPS)
-            ),
-        ]
-        for run in results.pipeline
-    ]
-    return markdown(
-        [
-            "Run",
-            *(f"{GROUP_LABELS[group]}: start / at 25% / peak / end (MiB)" for group in GROUPS),
-        ],
-        rows,
-        "lrrr",
-    )
-
-
-def memory_verdicts(results: Results) -> list[str]:
-    lines = []
-    for scenario in ("single", "batch"):
-        runs = results.runs(scenario)
-        for group in GROUPS:
-            if not runs:
-                continue
-            found = growth(runs, group)
-            verdict = "grows: " + "; ".join(found) if found else "flat"
-            lines.append(f"- {scenario}, {GROUP_LABELS[group]}: {verdict}")
-    return lines
-
-
-def report(results: Results) -> str:
-    options = results.options
-    parts = [
-        f"### Benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        "",
-        *(f"- {name}: {value}" for name, value in results.context.items()),
-        f"- single events: {options.single_events:,} `POST /v1/events` at concurrency "
-        f"{options.single_concurrency}; batches: {options.batch_events:,} events as "
-        f"`POST /v1/batch` of {options.batch_size} at concurrency {options.batch_concurrency}",
-        f"- each figure: median of {options.runs} run(s), with min and max; load from one "
-        "process over keep-alive HTTP/1.1 on 127.0.0.1; times from the first request sent "
-        "to the last row written (PostgreSQL `stored_at`, MySQL `projected_at`); "
-        "end-to-end rate = events / seconds until all are in both databases",
-        "",
-        main_table(results),
-    ]
-    if results.pipeline:
-        parts += ["", "Correctness of every run:", "", correctness_table(results)]
-        parts += [
-            "",
-            "Memory (RSS summed over each process tree, sampled every 0.25 s; it grows when it "
-            f"rises by more than {GROWTH_RATIO:.0%} and {GROWTH_FLOOR // MIB} MiB from 25% into "
-            "a run to its end, or from the first run's peak to the last's):",
-            "",
-            memory_table(results),
-            "",
-            *memory_verdicts(results),
-        ]
-    if results.failure:
-        parts += ["", f"**The benchmark stopped early: {results.failure}**"]
-    return "\n".join(parts)
+    return "; ".join(f"{name}: {shown(process.command)}" for name, process in processes.items())
 
 
 # -- the command ---------------------------------------------------------------------------
@@ -760,6 +527,8 @@ def _terminate(signum: int, frame: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     options, args = parse_options(argv)
+    # `ingest up` is run from the checkout: relative paths in its commands (beat's var/) land here.
+    os.chdir(ROOT)
     # Ctrl-C and SIGTERM end the benchmark through its clean-up, even if started in the
     # background (where the shell ignores SIGINT).
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -768,11 +537,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = Results(options)
     stack = BenchStack(servers, keep_logs=args.keep_logs)
     sampler = RssSampler()
+    meter = CpuMeter()
     steps: list[tuple[str, Callable[[], None]]] = [
         ("set-up", stack.create),
         ("context", lambda: results.context.update(context_lines(stack))),
-        ("machine limits", lambda: measure_limits(stack, options, results)),
-        ("service", lambda: measure_service(stack, sampler, options, results)),
+        ("machine limits", lambda: measure_limits(stack, meter, options, results)),
+        ("service", lambda: measure_service(stack, sampler, meter, options, results)),
     ]
     try:
         sampler.start()

@@ -1,8 +1,9 @@
 """The benchmark's HTTP load generator: keep-alive HTTP/1.1 connections on asyncio.
 
 It runs in a process of its own (`run_in_process`), so its CPU and GIL stay apart from the
-benchmark's sampling. Request bodies are built before the clock starts. Traffic goes to
-127.0.0.1 only, and every run stops at its deadline.
+benchmark's sampling. Request bodies are built before the clock starts: the process says when it
+is ready and starts when told, so the benchmark can open its measuring window just before the
+first request. Traffic goes to 127.0.0.1 only, and every run stops at its deadline.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ HOST = "127.0.0.1"
 # A request that fails before any answer (connection dropped, timeout) is sent again, as a
 # client would; event ids make that safe, and the retries are reported.
 ATTEMPTS = 3
+# What the process sends once its requests are built; any answer starts the load.
+READY = "ready"
 
 EVENT_TYPES = ("order.created", "order.paid", "cart.updated", "page.view", "user.signed_in")
 PRODUCTS = ("espresso beans 1kg", "ceramic mug", "milk frother", "paper filters", "grinder")
@@ -57,6 +60,8 @@ class LoadResult:
     finished: float = 0.0
     errors: list[str] = field(default_factory=list)
     aborted: str | None = None
+    # This process's own CPU (user + system) from the first request to the last answer.
+    cpu_seconds: float = 0.0
 
     @property
     def accept_seconds(self) -> float:
@@ -208,12 +213,15 @@ async def _run(spec: LoadSpec, requests: list[tuple[int, bytes]]) -> LoadResult:
     return result
 
 
-def run_load(spec: LoadSpec) -> LoadResult:
-    return asyncio.run(_run(spec, request_bodies(spec)))
-
-
-def run_in_process(spec: LoadSpec, results: Connection) -> None:
-    """multiprocessing target: the parent stops this process; Ctrl-C is the parent's to handle."""
+def run_in_process(spec: LoadSpec, control: Connection) -> None:
+    """multiprocessing target: builds the requests, sends READY, waits for any message, runs the
+    load and sends its LoadResult. The parent stops this process; Ctrl-C is the parent's."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    results.send(run_load(spec))
-    results.close()
+    requests = request_bodies(spec)
+    control.send(READY)
+    control.recv()
+    cpu_start = time.process_time()
+    result = asyncio.run(_run(spec, requests))
+    result.cpu_seconds = time.process_time() - cpu_start
+    control.send(result)
+    control.close()
