@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import calendar
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from marshmallow import (
@@ -18,7 +19,8 @@ from marshmallow import (
 
 EVENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?$"
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:(?P<second>\d{2})(\.\d{1,9})?"
+    r"(?P<offset>[Zz]|[+-]\d{2}:\d{2})?$"
 )
 # Deeper payloads are almost always a mistake or an attack, and cost every reader.
 MAX_PAYLOAD_DEPTH = 32
@@ -26,29 +28,77 @@ MAX_PAYLOAD_DEPTH = 32
 MAX_NAMED_UNKNOWN_FIELDS = 10
 
 
-class Rfc3339DateTime(fields.Field):
-    """An RFC 3339 time with an offset, loaded as an aware UTC datetime."""
+def _zulu(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
-    default_error_messages: ClassVar[dict[str, str]] = {
-        "invalid": "Not a valid RFC 3339 time, like 2026-01-31T12:00:00Z.",
-        "naive": "The time has no offset: add Z or +hh:mm.",
-        "range": "The time is out of range: in UTC it must fall within the years 1 to 9999.",
-    }
+
+# The occurred_at both stores hold, in UTC: MySQL's DATETIME starts at the year 1000 and ends
+# with 9999 (PostgreSQL holds more), and the bounds are what the 422 error names.
+OCCURRED_AT_MIN = datetime(1000, 1, 1, tzinfo=UTC)
+OCCURRED_AT_MAX = datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+OCCURRED_AT_ERRORS = {
+    "invalid": "Not a valid RFC 3339 time, like 2026-01-31T12:00:00Z.",
+    "naive": "The time has no offset: add Z or +hh:mm.",
+    "range": f"The time is out of range: in UTC it must be from {_zulu(OCCURRED_AT_MIN)} to "
+    f"{_zulu(OCCURRED_AT_MAX)}, the times both PostgreSQL and MySQL hold.",
+    "leap_second": "A leap second (:60) exists only at 23:59:60 UTC on the last day of a month.",
+}
+
+
+class OccurredAtError(ValueError):
+    """Why a value is not an occurred_at; `key` picks its message from OCCURRED_AT_ERRORS."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(OCCURRED_AT_ERRORS[key])
+        self.key = key
+
+
+def parse_occurred_at(value: Any) -> datetime:
+    """An RFC 3339 time with an offset, as an aware UTC datetime within the stores' range.
+
+    A leap second (23:59:60 UTC at a month's end) is taken as the next second, as PostgreSQL
+    takes it: Python and both databases have no 60th second to hold it.
+    """
+    match = RFC3339.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise OccurredAtError("invalid")
+    if match["offset"] is None:
+        raise OccurredAtError("naive")
+    text = value.upper()
+    leap = match["second"] == "60"
+    if leap:  # parsed as :59, then moved one second on
+        text = text[: match.start("second")] + "59" + text[match.end("second") :]
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise OccurredAtError("invalid") from None
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:
+        raise OccurredAtError("range") from None
+    if leap:
+        last_day = calendar.monthrange(moment.year, moment.month)[1]
+        if (moment.day, moment.hour, moment.minute) != (last_day, 23, 59):
+            raise OccurredAtError("leap_second")
+        try:
+            moment += timedelta(seconds=1)
+        except OverflowError:
+            raise OccurredAtError("range") from None
+    if not OCCURRED_AT_MIN <= moment <= OCCURRED_AT_MAX:
+        raise OccurredAtError("range")
+    return moment
+
+
+class Rfc3339DateTime(fields.Field):
+    """An occurred_at (see parse_occurred_at), loaded as an aware UTC datetime."""
+
+    default_error_messages: ClassVar[dict[str, str]] = OCCURRED_AT_ERRORS
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
-        match = RFC3339.match(value) if isinstance(value, str) else None
-        if match is None:
-            raise self.make_error("invalid")
-        if match["offset"] is None:
-            raise self.make_error("naive")
         try:
-            moment = datetime.fromisoformat(value.upper())
-        except ValueError:
-            raise self.make_error("invalid") from None
-        try:
-            return moment.astimezone(UTC)
-        except OverflowError:
-            raise self.make_error("range") from None
+            return parse_occurred_at(value)
+        except OccurredAtError as exc:
+            raise self.make_error(exc.key) from None
 
 
 class FullMatch(validate.Regexp):
@@ -133,7 +183,9 @@ class EventSchema(StrictSchema):
     occurred_at = Rfc3339DateTime(
         required=True,
         metadata={
-            "description": "RFC 3339 with an offset; stored in UTC.",
+            "description": "RFC 3339 with an offset; stored in UTC, from "
+            "1000-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z (what MySQL's DATETIME holds). "
+            "A leap second, 23:59:60 UTC at a month's end, is stored as the next second.",
             "example": "2026-11-27T10:00:00+01:00",
         },
     )

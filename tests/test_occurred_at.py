@@ -1,0 +1,153 @@
+"""occurred_at: the range both stores hold, leap seconds, and a PostgreSQL in another time zone.
+
+A database whose `timezone` is ahead of UTC hands 9999-12-31T23:59:59Z back as a time in the
+year 10000, which Python cannot hold: the API's GET and the projection failed on such an event.
+The test below runs the whole pipeline against a database set to Asia/Tokyo.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+from flask.testing import FlaskClient
+from kombu import Connection
+from sqlalchemy import create_engine, text
+
+from ingest.cli.dead_letters import peek
+from ingest.config import Settings
+from ingest_api import create_app
+from models import engine_for
+from models.engines import sqlalchemy_url
+from tasks.topology import declare_topology
+from tests.api_support import assert_problem
+from tests.conftest import (
+    AUTH,
+    MYSQL_ADMIN_URL,
+    POSTGRES_ADMIN_URL,
+    READ_AUTH,
+    _rabbitmqctl,
+    admin_sql,
+    event,
+    migrate,
+)
+from tests.support import projected_count, rows, running_workers, wait_until
+
+ZONE = "Asia/Tokyo"
+RANGE = (
+    "The time is out of range: in UTC it must be from 1000-01-01T00:00:00Z to "
+    "9999-12-31T23:59:59.999999Z, the times both PostgreSQL and MySQL hold."
+)
+LEAP = "A leap second (:60) exists only at 23:59:60 UTC on the last day of a month."
+# Accepted: what was sent, and the UTC time both databases must hold for it.
+ACCEPTED = {
+    "last-second": ("9999-12-31T23:59:59Z", datetime(9999, 12, 31, 23, 59, 59)),
+    "max": ("9999-12-31T23:59:59.999999Z", datetime(9999, 12, 31, 23, 59, 59, 999_999)),
+    "max-west": ("9999-12-31T22:59:59.999999-01:00", datetime(9999, 12, 31, 23, 59, 59, 999_999)),
+    "min": ("1000-01-01T00:00:00Z", datetime(1000, 1, 1)),
+    "min-east": ("1000-01-01T09:00:00+09:00", datetime(1000, 1, 1)),
+    # A leap second is stored as the next second, as PostgreSQL itself takes it.
+    "leap": ("2016-12-31T23:59:60Z", datetime(2017, 1, 1)),
+    "leap-west": ("2016-12-31T15:59:60.5-08:00", datetime(2017, 1, 1, 0, 0, 0, 500_000)),
+}
+# Refused with a 422 naming occurred_at: what was sent, and the error.
+REFUSED = {
+    "0001-01-01T00:00:00Z": RANGE,
+    "0999-12-31T23:59:59.999999Z": RANGE,
+    "1000-01-01T00:30:00+01:00": RANGE,  # 0999-12-31T23:30:00Z
+    "9999-12-31T23:59:59-00:01": RANGE,  # the year 10000 in UTC
+    "9999-12-31T23:59:60Z": RANGE,  # its next second is the year 10000
+    "2016-12-30T23:59:60Z": LEAP,
+    "2016-06-30T12:00:60Z": LEAP,
+}
+
+
+@pytest.fixture(scope="module")
+def tokyo(settings: Settings) -> Iterator[Settings]:
+    """Databases and a vhost of their own, the PostgreSQL database set to Asia/Tokyo."""
+    name = f"ingest_tokyo_{os.getpid()}"
+    vhost = name.replace("_", "-")
+    for admin in (POSTGRES_ADMIN_URL, MYSQL_ADMIN_URL):
+        admin_sql(admin, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
+    # Only this test's database: the server and every other database keep their time zone.
+    admin_sql(POSTGRES_ADMIN_URL, f"ALTER DATABASE {name} SET timezone TO '{ZONE}'")
+    _rabbitmqctl("add_vhost", vhost)
+    own = settings.replace(
+        broker_url=settings.broker_url.rsplit("/", 1)[0] + f"/{vhost}",
+        postgres_url=POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
+        mysql_url=MYSQL_ADMIN_URL.rstrip("/") + f"/{name}",
+    )
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        migrate(own)
+        with Connection(own.broker_url) as connection:
+            declare_topology(connection)
+        yield own
+    finally:
+        for url in (own.postgres_url, own.mysql_url or ""):
+            engine_for(url).dispose()
+        admin_sql(POSTGRES_ADMIN_URL, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin_sql(MYSQL_ADMIN_URL, f"DROP DATABASE IF EXISTS {name}")
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="module")
+def api(tokyo: Settings) -> Iterator[FlaskClient]:
+    app = create_app(tokyo)
+    yield app.test_client()
+    app.extensions["ingest.publisher"].close()
+
+
+def database_time_zone(url: str) -> str:
+    """The time zone a connection without ingest's options gets: the database's own."""
+    engine = create_engine(sqlalchemy_url(url))
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SHOW timezone")).scalar_one()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(("occurred_at", "error"), REFUSED.items())
+def test_a_time_outside_what_both_stores_hold_is_a_422_that_says_why(
+    api: FlaskClient, occurred_at: str, error: str
+) -> None:
+    response = api.post("/v1/events", json=event("out-1", occurred_at=occurred_at), headers=AUTH)
+
+    body = assert_problem(response, 422)
+    assert body["errors"] == {"occurred_at": [error]}
+
+
+def test_with_postgres_in_tokyo_time_the_bounds_are_stored_projected_and_read_back(
+    api: FlaskClient, tokyo: Settings
+) -> None:
+    assert database_time_zone(tokyo.postgres_url) == ZONE  # the fault is in place
+    batch = [event(event_id, occurred_at=sent) for event_id, (sent, _) in ACCEPTED.items()]
+
+    with running_workers(tokyo):
+        response = api.post("/v1/batch", json={"batch": batch}, headers=AUTH)
+        assert response.status_code == 202
+        assert response.json["accepted"] == len(ACCEPTED)
+        wait_until(
+            lambda: projected_count(tokyo) == len(ACCEPTED),
+            timeout=60,
+            what=f"all {len(ACCEPTED)} events in MySQL",
+        )
+        for event_id in ACCEPTED:
+            status = api.get(f"/v1/events/{event_id}", headers=READ_AUTH)
+            assert status.status_code == 200, (event_id, status.get_data(as_text=True))
+            assert status.json["event_id"] == event_id
+
+    expected = {event_id: stored for event_id, (_, stored) in ACCEPTED.items()}
+    in_postgres = rows(
+        tokyo.postgres_url,
+        "SELECT event_id, occurred_at AT TIME ZONE 'UTC' AS utc FROM events",
+    )
+    assert {row["event_id"]: row["utc"] for row in in_postgres} == expected
+    in_mysql = rows(tokyo.mysql_url or "", "SELECT event_id, occurred_at FROM events_projection")
+    assert {row["event_id"]: row["occurred_at"] for row in in_mysql} == expected
+    with Connection(tokyo.broker_url) as connection:
+        dead, _ = peek(connection, limit=10)
+    assert dead == 0, "a message was dead-lettered"
