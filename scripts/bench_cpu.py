@@ -91,6 +91,7 @@ Selector = Callable[[Mapping[int, ProcStat]], set[int]]
 
 # The database and broker servers, found by name: their backends come and go.
 SERVER_GROUPS: dict[str, Selector] = {
+    # Backends that exit inside a window are counted through the postmaster's cutime+cstime.
     "postgres": lambda processes: set(named(processes, "postgres")),
     "mariadb": lambda processes: set(named(processes, "mariadbd")),
     # beam.smp runs helpers of its own (erl_child_setup, inet_gethost).

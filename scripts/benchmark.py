@@ -77,9 +77,9 @@ SCRATCH_TABLE = "bench_insert_limit"
 # -- running the load ----------------------------------------------------------------------
 
 
-def generate(spec: LoadSpec, label: str, at_start: Callable[[], None]) -> LoadResult:
-    """Run the load generator in its own process and return what it measured; `at_start` runs
-    once its requests are built, just before the first is sent."""
+def generate(spec: LoadSpec, label: str, meter: CpuMeter) -> tuple[LoadResult, CpuSnapshot]:
+    """Run the load generator in its own process: what it measured, and a CPU snapshot taken
+    once its requests were built, just before the first was sent."""
     context = multiprocessing.get_context("spawn")
     control, child_end = context.Pipe()
     process = context.Process(target=run_in_process, args=(spec, child_end), name="loadgen")
@@ -99,7 +99,7 @@ def generate(spec: LoadSpec, label: str, at_start: Callable[[], None]) -> LoadRe
     try:
         if receive(BUILD_ALLOWANCE, "sign of being ready") != READY:
             raise BenchError(f"{label}: the load generator did not say it was ready")
-        at_start()
+        cpu_start = meter.snapshot()
         control.send("go")
         result: LoadResult = receive(spec.timeout + RESULT_ALLOWANCE, "result")
     finally:
@@ -112,7 +112,7 @@ def generate(spec: LoadSpec, label: str, at_start: Callable[[], None]) -> LoadRe
             f"{label} aborted: {result.aborted} after {result.requests} requests "
             f"({result.events_sent} of {spec.events} events sent)"
         )
-    return result
+    return result, cpu_start
 
 
 # -- the machine's own limits --------------------------------------------------------------
@@ -237,8 +237,7 @@ def measure_limits(stack: BenchStack, meter: CpuMeter, options: Options, results
     meter.watch("bare", bare.pid)
     try:
         for number in range(1, options.runs + 1):
-            cpu_start: list[CpuSnapshot] = []
-            load = generate(
+            load, cpu_start = generate(
                 LoadSpec(
                     port=bare.port,
                     path="/v1/events",
@@ -250,9 +249,9 @@ def measure_limits(stack: BenchStack, meter: CpuMeter, options: Options, results
                     timeout=options.run_timeout,
                 ),
                 f"bare Flask run {number}",
-                lambda cpu_start=cpu_start: cpu_start.append(meter.snapshot()),
+                meter,
             )
-            cpu = meter.use(cpu_start[0], meter.snapshot(), loadgen=load.cpu_seconds)
+            cpu = meter.use(cpu_start, meter.snapshot(), loadgen=load.cpu_seconds)
             if load.statuses != {202: load.requests}:
                 raise BenchError(f"the bare endpoint answered {load.statuses}: {load.errors[:3]}")
             run = LimitRun(load.requests, load.accept_seconds, cpu, load.latencies_ms)
@@ -304,8 +303,7 @@ def run_pipeline(
         timeout=options.run_timeout,
     )
     window_start = sampler.sample()[0]
-    cpu_start: list[CpuSnapshot] = []
-    load = generate(spec, f"{scenario} run {number}", lambda: cpu_start.append(meter.snapshot()))
+    load, cpu_start = generate(spec, f"{scenario} run {number}", meter)
     run = PipelineRun(scenario, number, load)
     deadline = load.started + options.run_timeout
     stored_seen = projected_seen = None
@@ -318,7 +316,7 @@ def run_pipeline(
         if projected_seen is None and projected >= expected:
             projected_seen = now - load.started
         if stored_seen is not None and projected_seen is not None:
-            run.cpu = meter.use(cpu_start[0], meter.snapshot(), loadgen=load.cpu_seconds)
+            run.cpu = meter.use(cpu_start, meter.snapshot(), loadgen=load.cpu_seconds)
             break
         if now > deadline:
             raise BenchError(
