@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+# A run of digits this long may be an integer that orjson cannot read exactly.
+LONG_DIGITS = re.compile(rb"\d{19}")
 # Flower shows this many event ids of a message's events, then counts the rest.
 EVENT_IDS_SHOWN = 10
 
@@ -17,6 +20,15 @@ EVENT_IDS_SHOWN = 10
 def canonical_json(value: Any) -> str:
     """One spelling per JSON value, so equal payloads hash equally."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def loads_json(text: bytes | str) -> Any:
+    """The JSON value of `text`, read as the standard library reads it, only faster: orjson
+    reads the same, but for integers past 64 bits, which it would turn into floats."""
+    data = text.encode() if isinstance(text, str) else bytes(text)
+    if LONG_DIGITS.search(data):
+        return json.loads(data)
+    return orjson.loads(data)
 
 
 def compact_json(value: Any) -> str:

@@ -13,11 +13,11 @@ import orjson
 from flask import request
 from werkzeug.exceptions import ClientDisconnected
 
+from ingest.events import LONG_DIGITS
 from ingest_api.errors import Problem
 
 # Only a body with such an escape can hold a lone surrogate, so only it is checked for one.
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-LONG_DIGITS = re.compile(rb"\d{19}")
 
 
 def json_body(max_body_bytes: int) -> Any:

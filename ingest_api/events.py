@@ -55,7 +55,9 @@ def post_event() -> tuple[dict[str, str], int]:
     except ValidationError as exc:
         raise Problem(422, "The event is not valid.", errors=exc.messages) from None
     with broker_confirm():
-        current_app.extensions["ingest.grouper"].publish(message_event(event), size, g.request_id)
+        current_app.extensions["ingest.grouper"].publish(
+            message_event(event, utc_now().isoformat()), size, g.request_id
+        )
     return {"event_id": event["event_id"], "status": "accepted"}, 202
 
 
@@ -80,6 +82,7 @@ def post_batch() -> tuple[dict[str, Any], int]:
 
     results: list[dict[str, Any]] = []
     accepted: list[dict[str, Any]] = []
+    received_at = utc_now().isoformat()
     for index, item in enumerate(batch):
         event, errors = validate_batch_item(item)
         result: dict[str, Any] = {"index": index, "event_id": event_id_of(item)}
@@ -87,7 +90,7 @@ def post_batch() -> tuple[dict[str, Any], int]:
             result.update(status="rejected", errors=errors)
         else:
             result["status"] = "accepted"
-            accepted.append(message_event(event))
+            accepted.append(message_event(event, received_at))
         results.append(result)
     if not accepted:
         raise Problem(422, "No event in the batch is valid.", results=results)
@@ -147,13 +150,9 @@ def event_id_of(item: Any) -> Any:
     return event_id if isinstance(event_id, str) else None
 
 
-def message_event(event: dict[str, Any]) -> dict[str, Any]:
+def message_event(event: dict[str, Any], received_at: str) -> dict[str, Any]:
     """The event as the workers receive it: plain JSON, times in UTC ISO 8601."""
-    return {
-        **event,
-        "occurred_at": event["occurred_at"].isoformat(),
-        "received_at": utc_now().isoformat(),
-    }
+    return {**event, "occurred_at": event["occurred_at"].isoformat(), "received_at": received_at}
 
 
 @contextmanager

@@ -102,10 +102,11 @@ def project_to_mysql(self: Task, rows: list[Any]) -> None:
 
 
 def upsert_projection(mysql_url: str, rows: Sequence[dict[str, Any]]) -> None:
-    """One multi-row upsert; every time in naive UTC, as MySQL keeps no offset."""
+    """One multi-row upsert; every time as naive UTC text, as MySQL keeps no offset (and
+    the driver quotes text several times faster than datetimes)."""
     if not rows:
         return
-    projected_at = naive_utc(datetime.now(UTC))
+    projected_at = mysql_datetime(datetime.now(UTC))
     execute(
         mysql_url,
         UPSERT_PROJECTION,
@@ -114,9 +115,9 @@ def upsert_projection(mysql_url: str, rows: Sequence[dict[str, Any]]) -> None:
                 row["event_id"],
                 row["event_type"],
                 row["source"],
-                naive_utc(row["occurred_at"]),
-                naive_utc(row["received_at"]),
-                naive_utc(row["stored_at"]),
+                mysql_datetime(row["occurred_at"]),
+                mysql_datetime(row["received_at"]),
+                mysql_datetime(row["stored_at"]),
                 compact_json(row["payload"]),
                 row["payload_sha256"],
                 projected_at,
@@ -131,10 +132,11 @@ def stored_rows(postgres_url: str, event_ids: Sequence[str]) -> list[dict[str, A
     return [row._asdict() for row in execute(postgres_url, STORED_ROWS, (list(event_ids),))]
 
 
-def naive_utc(moment: datetime | str) -> datetime:
+def mysql_datetime(moment: datetime | str) -> str:
+    """A time (or an ISO 8601 text of one) as MySQL's DATETIME(6) literal, in UTC."""
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment)
-    return moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
 @app.task(name="ingest.reconcile_projection", bind=True, acks_late=True, ignore_result=True)

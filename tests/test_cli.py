@@ -22,14 +22,16 @@ from click.testing import CliRunner, Result
 from flask import Flask
 from flask.testing import FlaskClient
 from kombu import Connection
+from sqlalchemy import text
 from werkzeug.serving import make_server
 
 from ingest.cli import main
 from ingest.cli.maintenance import ALEMBIC_INI
 from ingest.config import Settings
 from ingest_api import create_app
-from models import session_scope
+from models import engine_for
 from tasks.persist import store_events
+from tasks.projection import RECONCILE_LOCK
 from tasks.topology import DEAD_QUEUE
 from tests.conftest import (
     AUTH,
@@ -199,14 +201,7 @@ def test_status_prints_what_the_api_answers_and_fails_for_a_missing_event(
     client: FlaskClient, pipeline: Settings
 ) -> None:
     assert client.post("/v1/events", json=event("status-1"), headers=AUTH).status_code == 202
-    wait_until(
-        lambda: (
-            rows(pipeline.postgres_url, "SELECT projected_at FROM events")[0]["projected_at"]
-            if stored_count(pipeline)
-            else None
-        ),
-        what="the event projected",
-    )
+    wait_until(lambda: projected_count(pipeline) == 1, what="the event projected")
 
     found = invoke(pipeline, "status", "status-1")
     missing = invoke(pipeline, "status", "status-2")
@@ -223,11 +218,10 @@ def test_status_prints_what_the_api_answers_and_fails_for_a_missing_event(
 
 def test_reconcile_projects_what_was_stored_but_never_projected(clean: Settings) -> None:
     # Stored through the persist path with no projection behind it, as after a crash.
-    with session_scope(clean.postgres_url) as session:
-        store_events(
-            session,
-            [{**event(f"r-{i}"), "received_at": "2026-11-27T09:00:01+00:00"} for i in range(5)],
-        )
+    store_events(
+        clean.postgres_url,
+        [{**event(f"r-{i}"), "received_at": "2026-11-27T09:00:01+00:00"} for i in range(5)],
+    )
 
     too_young = invoke(clean, "reconcile", "--since", "1h")
     everything = invoke(clean, "reconcile", "--since", "0", INGEST_RECONCILE_CHUNK_SIZE="2")
@@ -244,7 +238,36 @@ def test_reconcile_projects_what_was_stored_but_never_projected(clean: Settings)
     assert "like 90s, 15m, 2h, 1d, not 'soon'" in nonsense.stderr
     projected = rows(clean.mysql_url or "", "SELECT event_id FROM events_projection")
     assert sorted(row["event_id"] for row in projected) == [f"r-{i}" for i in range(5)]
-    assert scalar(clean.postgres_url, "SELECT count(*) FROM events WHERE projected_at IS NULL") == 0
+
+    # MySQL loses its rows: the walk goes on from its checkpoint, or compares all again.
+    with engine_for(clean.mysql_url or "").begin() as connection:
+        connection.exec_driver_sql("DELETE FROM events_projection")
+    from_checkpoint = invoke(clean, "reconcile", "--since", "0")
+    from_start = invoke(clean, "reconcile", "--since", "0", "--from-start")
+
+    assert from_checkpoint.stdout == "Projected 0 events into MySQL.\n"
+    assert from_start.stdout == "Projected 5 events into MySQL.\n"
+
+
+def test_reconcile_steps_aside_while_another_reconciler_runs(clean: Settings) -> None:
+    store_events(
+        clean.postgres_url, [{**event("busy"), "received_at": "2026-11-27T09:00:01+00:00"}]
+    )
+    with engine_for(clean.postgres_url).connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": RECONCILE_LOCK})
+        try:
+            started = time.monotonic()
+            held = invoke(clean, "reconcile", "--since", "0")
+            waited = time.monotonic() - started
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": RECONCILE_LOCK})
+            connection.commit()
+    free = invoke(clean, "reconcile", "--since", "0")
+
+    assert held.exit_code == 1
+    assert "Another reconciler is running" in held.stderr
+    assert waited < 5
+    assert free.stdout == "Projected 1 event into MySQL.\n"
 
 
 def test_reconcile_without_mysql_says_the_projection_is_off(settings: Settings) -> None:
