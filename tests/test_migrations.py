@@ -1,20 +1,32 @@
-"""One revision chain for both databases, no drift between the models and the migrations."""
+"""One revision chain for both databases, no drift between the models and the migrations, MySQL
+DDL that MySQL 8 accepts as well as MariaDB, and migrations started at once."""
 
 from __future__ import annotations
 
+import io
 import os
+import re
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
+from sqlalchemy.dialects.mysql.mysqldb import MySQLDialect_mysqldb
 
 from ingest.config import Settings
 from models import engine_for
 from tests.conftest import MYSQL_ADMIN_URL, POSTGRES_ADMIN_URL, admin_sql, migrate
-from tests.support import ROOT, scalar
+from tests.support import ROOT, VENV_BIN, rows, scalar, service_env
+
+# The only IF [NOT] EXISTS clauses MySQL 8 has among those a migration would use (MariaDB also
+# has them on CREATE/DROP INDEX and ADD/DROP COLUMN).
+MYSQL_8_IF_EXISTS = re.compile(r"^(CREATE TABLE IF NOT EXISTS|DROP TABLE IF EXISTS) ")
 
 
 def alembic_config(settings: Settings) -> Config:
@@ -78,3 +90,78 @@ def test_mysql_is_left_alone_without_mysql_url_and_catches_up_later(scratch: Set
 
     migrate(scratch)
     assert "events_projection" in tables(scratch.mysql_url)
+
+
+def mysql_8_statements(direction: str) -> list[str]:
+    """The MySQL statements of every revision's `upgrade_mysql` (base first) or `downgrade_mysql`
+    (head first), compiled offline for a MySQL 8.0 server."""
+    dialect = MySQLDialect_mysqldb(is_mariadb=False)
+    dialect.server_version_info = (8, 0, 36)
+    output = io.StringIO()
+    context = MigrationContext.configure(
+        dialect=dialect, opts={"as_sql": True, "output_buffer": output, "literal_binds": True}
+    )
+    scripts = list(ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini"))).walk_revisions())
+    with Operations.context(context):
+        for script in scripts if direction == "downgrade" else reversed(scripts):
+            getattr(script.module, f"{direction}_mysql")()
+    return [
+        " ".join(statement.split())
+        for statement in re.split(r";\s*\n", output.getvalue())
+        if statement.strip()
+    ]
+
+
+def test_the_mysql_ddl_is_what_mysql_8_accepts(scratch: Settings) -> None:
+    upgrade = mysql_8_statements("upgrade")
+    downgrade = mysql_8_statements("downgrade")
+    for statement in upgrade + downgrade:
+        if re.search(r"\bIF (NOT )?EXISTS\b", statement, re.IGNORECASE):
+            assert MYSQL_8_IF_EXISTS.match(statement), f"MySQL 8 rejects: {statement}"
+        assert not statement.upper().startswith("CREATE OR REPLACE"), statement
+    assert upgrade[0].startswith("CREATE TABLE IF NOT EXISTS events_projection (")
+    assert "CREATE INDEX ix_events_projection_occurred_at ON events_projection (occurred_at)" in (
+        upgrade
+    )
+    assert (
+        "CREATE INDEX ix_events_projection_type_occurred_at"
+        " ON events_projection (event_type, occurred_at)"
+    ) in upgrade
+    assert downgrade[-1] == "DROP TABLE IF EXISTS events_projection"
+
+    # MariaDB runs the very same statements; a migration afterwards finds the work done (the
+    # steps are safe to re-run) and the schema matches the models.
+    assert scratch.mysql_url
+    with engine_for(scratch.mysql_url).begin() as connection:
+        for statement in upgrade:
+            connection.execute(text(statement))
+    migrate(scratch)
+    command.check(alembic_config(scratch))
+
+
+# Runs of the race below, each on empty databases: one run alone may happen not to overlap.
+@pytest.mark.parametrize("run", range(3))
+def test_two_migrations_started_at_once_both_succeed(
+    scratch: Settings, tmp_path: Path, run: int
+) -> None:
+    """Two containers that each run the migration on start, on empty databases."""
+    assert scratch.mysql_url
+    env = service_env(scratch)
+    migrations = [
+        subprocess.Popen(
+            [str(VENV_BIN / "ingest"), "migrate"],
+            cwd=tmp_path,  # no .env here
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [migration.communicate(timeout=120)[0] for migration in migrations]
+
+    assert [migration.returncode for migration in migrations] == [0, 0], "\n".join(outputs)
+    for url in (scratch.postgres_url, scratch.mysql_url):
+        head = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini"))).get_current_head()
+        assert rows(url, "SELECT version_num FROM alembic_version") == [{"version_num": head}]
+    command.check(alembic_config(scratch))

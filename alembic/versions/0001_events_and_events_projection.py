@@ -137,8 +137,17 @@ def downgrade_postgres() -> None:
     op.drop_table("events")
 
 
+# The projection's indexes: CREATE INDEX has no IF NOT EXISTS in MySQL 8, so each is created
+# only when missing (a run cut short may have left some).
+PROJECTION_INDEXES = {
+    "ix_events_projection_occurred_at": ["occurred_at"],
+    "ix_events_projection_type_occurred_at": ["event_type", "occurred_at"],
+}
+
+
 def upgrade_mysql() -> None:
-    # MySQL DDL is not transactional: every step is safe to re-run after a partial failure.
+    # MySQL DDL is not transactional: every step is safe to re-run after a partial failure,
+    # in statements that MariaDB and MySQL 8 both accept.
     op.create_table(
         "events_projection",
         sa.Column(
@@ -185,27 +194,17 @@ def upgrade_mysql() -> None:
         mysql_collate="utf8mb4_bin",
         if_not_exists=True,
     )
-    op.create_index(
-        "ix_events_projection_occurred_at",
-        "events_projection",
-        ["occurred_at"],
-        unique=False,
-        if_not_exists=True,
+    # Offline (--sql) there is no database to ask: the script is for an empty one.
+    existing = (
+        set()
+        if op.get_context().as_sql
+        else {index["name"] for index in sa.inspect(op.get_bind()).get_indexes("events_projection")}
     )
-    op.create_index(
-        "ix_events_projection_type_occurred_at",
-        "events_projection",
-        ["event_type", "occurred_at"],
-        unique=False,
-        if_not_exists=True,
-    )
+    for name, columns in PROJECTION_INDEXES.items():
+        if name not in existing:
+            op.create_index(name, "events_projection", columns, unique=False)
 
 
 def downgrade_mysql() -> None:
-    op.drop_index(
-        "ix_events_projection_type_occurred_at", table_name="events_projection", if_exists=True
-    )
-    op.drop_index(
-        "ix_events_projection_occurred_at", table_name="events_projection", if_exists=True
-    )
+    # Dropping the table drops its indexes; MySQL 8 has no DROP INDEX IF EXISTS.
     op.drop_table("events_projection", if_exists=True)
