@@ -1,4 +1,4 @@
-"""The API as it runs in production: gunicorn with ingest.gunicorn_config, as a subprocess."""
+"""The API as it runs in production: `python -m ingest.api_server` (granian), as a subprocess."""
 
 from __future__ import annotations
 
@@ -23,12 +23,10 @@ class ApiServer:
     def __init__(self, settings: Settings, workers: int, **env: str) -> None:
         self.url = f"http://127.0.0.1:{free_port()}"
         self.log = Path(tempfile.mkstemp(prefix="api-", suffix=".log")[1])
+        port = self.url.rsplit(":", 1)[1]
         command = [
-            str(VENV_BIN / "gunicorn"), "-c", "python:ingest.gunicorn_config",
-            "--bind", self.url.removeprefix("http://"), "--workers", str(workers),
-            # gunicorn's control socket has one default path per user: tests must not share it.
-            "--no-control-socket",
-            "ingest_api.wsgi:app",
+            str(VENV_BIN / "python"), "-m", "ingest.api_server",
+            "--host", "127.0.0.1", "--port", port, "--workers", str(workers),
         ]  # fmt: skip
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
@@ -40,7 +38,7 @@ class ApiServer:
                 start_new_session=True,
             )
         try:
-            wait_until(self._ready, timeout=60, what="gunicorn to answer /healthz")
+            wait_until(self._ready, timeout=60, what="the API server to answer /healthz")
         except BaseException:
             self.stop()
             raise
@@ -48,7 +46,7 @@ class ApiServer:
     def _ready(self) -> bool:
         if self.process.poll() is not None:
             raise AssertionError(
-                f"gunicorn exited with {self.process.returncode}:\n{self.output()}"
+                f"the API server exited with {self.process.returncode}:\n{self.output()}"
             )
         try:
             return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
@@ -59,7 +57,7 @@ class ApiServer:
         return self.log.read_text(errors="replace")
 
     def json_lines(self) -> list[dict[str, Any]]:
-        """Every line gunicorn and the app logged; each must be one JSON object."""
+        """Every line the server and the app logged; each must be one JSON object."""
         return [json.loads(line) for line in self.output().splitlines() if line.strip()]
 
     def stop(self) -> None:
@@ -68,7 +66,7 @@ class ApiServer:
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)  # the master and its workers
+                os.killpg(self.process.pid, signal.SIGKILL)  # the main process and its workers
                 self.process.wait(timeout=30)
         self.log.unlink(missing_ok=True)
 

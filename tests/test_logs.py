@@ -60,7 +60,7 @@ def test_request_and_task_lines_carry_the_request_id_and_never_the_payload_or_ke
             what="the projection task's log line",
         )
         api_output = api.output()
-        api_lines = api.json_lines()  # every line of gunicorn and the app is JSON
+        api_lines = api.json_lines()  # every line of the server and the app is JSON
 
     [request_line] = [
         line

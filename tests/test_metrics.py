@@ -1,4 +1,4 @@
-"""GET /metrics: what the API answered, summed over gunicorn workers; pipeline figures read at
+"""GET /metrics: what the API answered, summed over the server's workers; pipeline figures read at
 scrape time; task outcomes served by the workers themselves."""
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ def healthz_count(url: str) -> float:
     return requests_of(parse(response.text), "GET", "/healthz", 200)
 
 
-def test_counters_add_up_over_gunicorn_workers_even_after_one_dies(
+def test_counters_add_up_over_server_workers_even_after_one_dies(
     settings: Settings, tmp_path: Path
 ) -> None:
     metrics_dir = tmp_path / "metrics"
@@ -220,7 +220,7 @@ def test_counters_add_up_over_gunicorn_workers_even_after_one_dies(
 
     with running_api(settings, workers=3, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)) as api:
         baseline = healthz_count(api.url)
-        # Concurrent requests keep every sync worker busy, so all of them answer some.
+        # Concurrent requests on fresh connections reach every worker, so all of them answer some.
         with ThreadPoolExecutor(max_workers=6) as pool:
             statuses = list(
                 pool.map(lambda _: requests.get(f"{api.url}/healthz", timeout=10).status_code,
@@ -238,10 +238,10 @@ def test_counters_add_up_over_gunicorn_workers_even_after_one_dies(
         os.kill(victim, signal.SIGKILL)
         wait_until(
             lambda: len(children(api.process.pid)) == 3 and victim not in children(api.process.pid),
-            what="gunicorn to replace the killed worker",
+            what="the server to replace the killed worker",
         )
         assert [healthz_count(api.url) for _ in range(6)] == [baseline + 120] * 6
-        for line in api.json_lines():  # every line gunicorn and the app wrote is JSON
+        for line in api.json_lines():  # every line the server and the app wrote is JSON
             assert {"time", "level", "logger", "message"} <= line.keys()
 
 

@@ -5,7 +5,8 @@ answers 401 without a valid key, and 403 to a valid key of the wrong scope: read
 need a read key, everything else a write key. The routes are read from the app's url_map, so a
 new one is covered as soon as it exists.
 The API and `ingest up` refuse to start without their secrets, no secret has a default in the
-code, and a client that stops sending is cut after gunicorn's timeout without holding anyone up.
+code, and a client that stops sending, or trickles its headers, is cut at the server's deadline
+without holding anyone up.
 
 Covered elsewhere and not repeated here: `ingest serve` and `ingest flower` refusing to start
 without INGEST_API_KEYS or FLOWER_BASIC_AUTH (test_cli.py), Flower answering 401 without its
@@ -25,6 +26,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import suppress
@@ -41,7 +43,7 @@ from werkzeug.routing import Rule
 from ingest.config import ConfigError, Settings
 from ingest_api import create_app
 from tests.api_support import queued_messages, unconsumed_api
-from tests.conftest import API_KEY, AUTH, READ_AUTH, READ_KEY, event
+from tests.conftest import API_KEY, AUTH, READ_AUTH, READ_KEY, _rabbitmqctl, event
 from tests.servers import free_port
 from tests.support import ROOT, VENV_BIN, service_env, wait_until
 
@@ -271,12 +273,11 @@ def test_with_auth_off_the_api_starts_without_a_key_and_asks_for_none(settings: 
         app.extensions["ingest.publisher"].close()
 
 
-def test_gunicorn_refuses_to_serve_the_api_without_a_key(settings: Settings) -> None:
-    """docker-compose.yml and the image run gunicorn itself, not `ingest serve`."""
+def test_the_server_command_refuses_to_serve_the_api_without_a_key(settings: Settings) -> None:
+    """docker-compose.yml and the image run `python -m ingest.api_server`, not `ingest serve`."""
     command = [
-        str(VENV_BIN / "gunicorn"), "-c", "python:ingest.gunicorn_config",
-        "--bind", f"127.0.0.1:{free_port()}", "--workers", "1", "--no-control-socket",
-        "ingest_api.wsgi:app",
+        str(VENV_BIN / "python"), "-m", "ingest.api_server",
+        "--port", str(free_port()), "--workers", "1",
     ]  # fmt: skip
     result = subprocess.run(
         command,
@@ -416,28 +417,36 @@ def test_the_image_sets_no_secret() -> None:
 
 # --- Clients that stall mid-request ------------------------------------------------------------
 
-# gunicorn --timeout for this test (its default is 30 s). Not shorter: gunicorn also kills a
-# worker whose heartbeat is late by this much, which a loaded machine could make happen.
+# The server's deadline for this test, in seconds, on the request head and again on the body
+# (`--http1-header-read-timeout`, 30 s by default).
 TIMEOUT = 5
-STALLED_BODIES = 4
+# More than the 16 app threads of the one worker: a stalled body must hold none of them.
+STALLED_BODIES = 20
 STALLED_HEADERS = 4
+TRICKLING = 100
+TRICKLE_PAUSE = 0.5  # each read brings bytes: only a deadline on the whole head cuts these
 
 
 @pytest.fixture(scope="module")
 def served(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`ingest serve` as a user runs it (gthread workers), one worker, this test's timeout."""
+    """`ingest serve` as a user runs it, one worker, this test's deadline, publishing to a vhost
+    of its own that no worker consumes."""
+    vhost = f"ingest-test-{os.getpid()}-served"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    broker_url = settings.broker_url.rsplit("/", 1)[0] + f"/{vhost}"
     cwd = tmp_path_factory.mktemp("serve")  # no .env here
     url = f"http://127.0.0.1:{free_port()}"
     log = cwd / "serve.log"
     command = [
         str(VENV_BIN / "ingest"), "serve", "--bind", url.removeprefix("http://"),
-        "--workers", "1", "--timeout", str(TIMEOUT),
+        "--workers", "1", "--http1-header-read-timeout", str(TIMEOUT * 1000),
     ]  # fmt: skip
     with log.open("wb") as output:
         process = subprocess.Popen(
             command,
             cwd=cwd,
-            env=service_env(settings),
+            env=service_env(settings, BROKER_URL=broker_url),
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -445,14 +454,14 @@ def served(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
     try:
         wait_until(lambda: answers(process, url, log), timeout=60, what="ingest serve")
         yield url
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, log.read_text()  # a graceful stop
     finally:
-        process.send_signal(signal.SIGINT)  # gunicorn's quick shutdown: nothing here to finish
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        if process.poll() is None:
             with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)  # gunicorn's master and its workers
+                os.killpg(process.pid, signal.SIGKILL)  # the main process and its worker
             process.wait(timeout=30)
+        _rabbitmqctl("delete_vhost", vhost)
 
 
 def answers(process: subprocess.Popen[bytes], url: str, log: Path) -> bool:
@@ -499,6 +508,22 @@ def half_an_event() -> bytes:
     )
 
 
+def slowest_answer_until(url: str, until: float) -> float:
+    """/healthz and an accepted POST, again and again until `until`: the slowest pair's time."""
+    slowest, answered = 0.0, 0
+    while time.monotonic() < until:
+        started = time.monotonic()
+        assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
+        posted = requests.post(
+            f"{url}/v1/events", json=event(f"served-{answered}"), headers=AUTH, timeout=10
+        )
+        assert posted.status_code == 202, posted.text
+        slowest = max(slowest, time.monotonic() - started)
+        answered += 1
+    assert answered >= 5
+    return slowest
+
+
 def test_a_stalled_client_is_cut_after_the_timeout_and_holds_up_no_one(served: str) -> None:
     url = served
     half_headers = b"POST /v1/events HTTP/1.1\r\nHost: api\r\nContent-Le"
@@ -507,15 +532,7 @@ def test_a_stalled_client_is_cut_after_the_timeout_and_holds_up_no_one(served: s
     sent = time.monotonic()
 
     # Meanwhile, with all stalled clients on the one worker, others are served at once.
-    slowest, answered = 0.0, 0
-    while time.monotonic() < sent + TIMEOUT - 1:
-        started = time.monotonic()
-        assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
-        lookup = requests.get(f"{url}/v1/events/order-1", headers=READ_AUTH, timeout=10)
-        assert lookup.status_code == 404
-        slowest = max(slowest, time.monotonic() - started)
-        answered += 2
-    assert answered >= 10
+    slowest = slowest_answer_until(url, sent + TIMEOUT - 1)
     assert slowest < 1, f"a request took {slowest:.1f}s while clients stalled"
 
     # Then each stalled connection is cut: not before the timeout, not long after it.
@@ -532,3 +549,38 @@ def test_a_stalled_client_is_cut_after_the_timeout_and_holds_up_no_one(served: s
         assert TIMEOUT - 0.5 < closed - sent < TIMEOUT + 10
     # The threads are free again: the worker still answers.
     assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
+
+
+def test_clients_trickling_headers_are_cut_at_the_head_deadline(served: str) -> None:
+    """Issue 9: a header line every half second from 100 connections, each read bringing bytes.
+    A per-read timeout never fires; the deadline on the whole head does."""
+    trickling = [
+        stalled(served, b"GET /healthz HTTP/1.1\r\nHost: api\r\n") for _ in range(TRICKLING)
+    ]
+    sent = time.monotonic()
+    stop = threading.Event()
+    cut: set[int] = set()
+
+    def trickle() -> None:
+        while not stop.wait(TRICKLE_PAUSE):
+            for index, connection in enumerate(trickling):
+                if index not in cut:
+                    try:
+                        connection.sendall(b"X-Slow: 1\r\n")
+                    except OSError:  # cut by the server: the point of the test
+                        cut.add(index)
+
+    trickler = threading.Thread(target=trickle, daemon=True)
+    trickler.start()
+    try:
+        slowest = slowest_answer_until(served, sent + TIMEOUT - 1)
+        assert slowest < 1, f"a request took {slowest:.1f}s while {TRICKLING} clients trickled"
+        deadline = sent + TIMEOUT + 10
+        for connection in trickling:
+            answer, closed = until_closed(connection, deadline)
+            assert answer == b"", answer  # the head never completed: nothing to answer
+            assert TIMEOUT - 0.5 < closed - sent < TIMEOUT + 10
+    finally:
+        stop.set()
+        trickler.join()
+    assert requests.get(f"{served}/healthz", timeout=10).status_code == 200

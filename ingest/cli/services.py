@@ -1,8 +1,8 @@
-"""The service's processes: thin wrappers that exec gunicorn or celery, and `ingest up`.
+"""The service's processes: thin wrappers that exec the API's server or celery, and `ingest up`.
 
 Each wrapper checks the settings its process needs, then replaces itself with the real
 command; arguments after the options go to that command unchanged. The plain commands
-(`gunicorn ingest_api.wsgi:app`, `celery -A tasks worker ...`) keep working.
+(`python -m ingest.api_server`, `celery -A tasks worker ...`) keep working.
 """
 
 from __future__ import annotations
@@ -25,12 +25,10 @@ extra_args = click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 
 
 def serve_argv(bind: str, workers: int, extra: tuple[str, ...] = ()) -> list[str]:
-    # The config file makes /metrics add up every worker's counters and logs JSON. gunicorn's
-    # control socket has one path per user, shared by all of that user's servers: none here.
+    host, _, port = bind.rpartition(":")
     return [
-        sys.executable, "-m", "gunicorn", "-c", "python:ingest.gunicorn_config",
-        "--bind", bind, "--workers", str(workers), "--worker-class", "gthread",
-        "--threads", "16", "--no-control-socket", *extra, "ingest_api.wsgi:app",
+        sys.executable, "-m", "ingest.api_server", "--host", host.strip("[]"), "--port", port,
+        "--workers", str(workers), *extra,
     ]  # fmt: skip
 
 
@@ -79,16 +77,16 @@ def run(cli: CliContext, argv: list[str]) -> None:
 @click.command("serve", context_settings=PASS_THROUGH)
 @click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on.")
 @click.option(
-    "--workers", type=click.IntRange(1), default=2, show_default=True, help="gunicorn processes."
+    "--workers", type=click.IntRange(1), default=2, show_default=True, help="Server processes."
 )
 @extra_args
 @pass_cli
 def serve_command(cli: CliContext, bind: str, workers: int, extra: tuple[str, ...]) -> None:
-    """Serve the HTTP API with gunicorn.
+    """Serve the HTTP API with granian.
 
-    Runs `gunicorn -c python:ingest.gunicorn_config ingest_api.wsgi:app` with gthread
-    workers of 16 threads each.
-    Extra arguments go to gunicorn, e.g. `ingest serve --bind 0.0.0.0:8000 --timeout 60`.
+    Runs `python -m ingest.api_server`: granian with 16 app threads per worker and a 30 s
+    deadline on the request head and on the body. Extra arguments go to it (--threads, or any
+    granian option), e.g. `ingest serve --bind 0.0.0.0:8000 --http1-header-read-timeout 10000`.
     """
     checked(cli.settings(), api=True)
     run(cli, serve_argv(bind, workers, extra))

@@ -1,0 +1,150 @@
+"""The Flask app behind granian's RSGI interface: each body is read whole, with a deadline, first.
+
+granian's own WSGI interface hands the app a body that a blocking thread reads with no time limit:
+a client that stops sending mid-body holds that thread until it hangs up, and a read still
+waiting after its answer went out holds the GIL (measured with granian 2.8.9). Here the body is
+read on the event loop, where a stalled one costs no thread, under the same deadline as the head
+(`--http1-header-read-timeout`), and the app runs in a thread pool with the bytes in memory,
+at most INGEST_MAX_BODY_BYTES + 1 of them per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import sys
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+# How `python -m ingest.api_server` tells its workers the pool size and the body deadline.
+THREADS_VARIABLE = "INGEST_API_THREADS"
+BODY_TIMEOUT_VARIABLE = "INGEST_API_BODY_TIMEOUT"
+# Request headers that WSGI names without the HTTP_ prefix.
+UNPREFIXED = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
+
+WsgiHeaders = list[tuple[str, str]]
+
+
+class StalledBody(io.RawIOBase):
+    """What the app reads when the body did not arrive in time: werkzeug turns the error into
+    ClientDisconnected, which ingest_api.body answers with 408."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        raise TimeoutError("the request body did not arrive before the deadline")
+
+
+class WsgiOverRsgi:
+    def __init__(
+        self, app: Flask, *, max_body_bytes: int, body_timeout: float, threads: int
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="api")
+
+    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        body, length, stalled = await self._read_body(scope, protocol)
+        environ = self._environ(scope, body, length)
+        loop = asyncio.get_running_loop()
+        status, headers, content = await loop.run_in_executor(self.pool, self._call, environ)
+        if stalled:
+            # The rest of the body may still come: it must not be read as the next request.
+            headers = [*headers, ("Connection", "close")]
+        protocol.response_bytes(status, headers, content)
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.pool.shutdown(wait=True)
+
+    async def _read_body(self, scope: Any, protocol: Any) -> tuple[io.RawIOBase, int | None, bool]:
+        """The body, its length for CONTENT_LENGTH, and whether it stalled."""
+        declared = scope.headers.get("content-length")
+        if declared == "0":
+            return io.BytesIO(), 0, False
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            # The app answers 413 from the header alone: none of the body is read.
+            return io.BytesIO(), int(declared), False
+        received = bytearray()
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                async for chunk in protocol:
+                    received += chunk
+                    if len(received) > self.max_body_bytes:
+                        break  # over the limit: the app answers 413 from the length
+        except TimeoutError:
+            return StalledBody(), int(declared) if declared else None, True
+        return io.BytesIO(received), len(received), False
+
+    @staticmethod
+    def _environ(scope: Any, body: io.RawIOBase, length: int | None) -> dict[str, Any]:
+        server_name, _, server_port = scope.server.rpartition(":")
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": scope.method,
+            "SCRIPT_NAME": "",
+            # WSGI carries the decoded path as bytes in a latin-1 string.
+            "PATH_INFO": scope.path.encode("utf-8", "surrogateescape").decode("latin-1"),
+            "QUERY_STRING": scope.query_string,
+            "SERVER_NAME": server_name,
+            "SERVER_PORT": server_port,
+            "SERVER_PROTOCOL": f"HTTP/{scope.http_version}",
+            "REMOTE_ADDR": scope.client.rpartition(":")[0],
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": scope.scheme,
+            "wsgi.input": body,
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+        }
+        for name, value in scope.headers.items():
+            if "_" in name or name == "transfer-encoding":
+                # X_Api_Key must not pass for X-Api-Key; the body is already de-chunked.
+                continue
+            key = UNPREFIXED.get(name) or "HTTP_" + name.upper().replace("-", "_")
+            environ[key] = f"{environ[key]},{value}" if key in environ else value
+        if length is not None:
+            environ["CONTENT_LENGTH"] = str(length)
+        return environ
+
+    def _call(self, environ: dict[str, Any]) -> tuple[int, WsgiHeaders, bytes]:
+        """Run the app in a pool thread; the answer is small JSON or a static docs file."""
+        started: list[tuple[str, WsgiHeaders]] = []
+        written: list[bytes] = []
+
+        def start_response(
+            status: str, headers: WsgiHeaders, exc_info: Any = None
+        ) -> Callable[[bytes], None]:
+            if exc_info and started:
+                raise exc_info[1].with_traceback(exc_info[2])
+            started[:] = [(status, headers)]
+            return written.append
+
+        result: Iterable[bytes] = self.app(environ, start_response)
+        try:
+            written.extend(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        status, headers = started[0]
+        return int(status[:3]), headers, b"".join(written)
+
+
+def create_rsgi_app() -> WsgiOverRsgi:
+    """granian's factory (`--factory`): each worker builds its own app after the fork."""
+    from ingest_api import create_app
+
+    app = create_app()
+    return WsgiOverRsgi(
+        app,
+        max_body_bytes=app.extensions["ingest.settings"].max_body_bytes,
+        body_timeout=float(os.environ[BODY_TIMEOUT_VARIABLE]),
+        threads=int(os.environ[THREADS_VARIABLE]),
+    )
