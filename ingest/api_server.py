@@ -28,7 +28,7 @@ from ingest.config import ConfigError, Settings
 from ingest.logs import configure_logging, logging_dict
 from ingest.rsgi import BODY_TIMEOUT_VARIABLE, THREADS_VARIABLE
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("ingest.api_server")  # not "__main__" under `python -m`
 
 TARGET = "ingest.rsgi:create_rsgi_app"
 # Threads per worker that run the app; each waits a few ms on a broker confirm per request.
@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
             threads, context = parse(sys.argv[1:] if argv is None else argv, log_config)
         except click.ClickException as exc:
             exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Exit as exc:  # --help, --version
             sys.exit(exc.exit_code)
         # The workers read these when they build the app (ingest.rsgi.create_rsgi_app).
         os.environ[THREADS_VARIABLE] = str(threads)

@@ -1,9 +1,9 @@
-"""Prometheus metrics: what the API answered (counted per request, summed over every gunicorn
+"""Prometheus metrics: what the API answered (counted per request, summed over every server
 worker) and, at scrape time, what the pipeline holds (read from PostgreSQL and RabbitMQ).
 
-Under gunicorn with several workers each worker writes its counters to files in
-PROMETHEUS_MULTIPROC_DIR (ingest_api.gunicorn_config sets it up) and `/metrics` sums them;
-without that variable the counters live in the one process that serves `/metrics`.
+Under `python -m ingest.api_server` each worker writes its counters to files in
+PROMETHEUS_MULTIPROC_DIR (the server sets it up before the workers start) and `/metrics` sums
+them; without that variable the counters live in the one process that serves `/metrics`.
 """
 
 from __future__ import annotations

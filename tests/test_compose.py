@@ -30,6 +30,7 @@ import setuptools
 import yaml
 from flower.command import is_flower_envvar
 
+from ingest.api_server import parse
 from ingest.config import Settings
 from tasks.topology import WORK_QUEUES
 from tests.support import ROOT, VENV_BIN, service_env, wait_until
@@ -231,15 +232,18 @@ def test_celery_healthchecks_ping_the_node_their_service_runs(compose: dict[str,
     )
 
 
-def test_api_command_loads_the_wsgi_app_on_the_published_port(rendered: dict[str, Any]) -> None:
+def test_api_command_runs_the_api_server_on_the_published_port(rendered: dict[str, Any]) -> None:
     api = services(rendered)["api"]
     command = api["command"]
-    assert command[0] == "gunicorn"
-    assert command[-1] == "ingest_api.wsgi:app"
-    result = run(["gunicorn", "--check-config", *command[1:]], run_env(api))
+    assert command[:3] == ["python", "-m", "ingest.api_server"]
+    # Parsed as the server parses it: an option that granian does not know fails here.
+    threads, server = parse(command[3:])
+    assert threads >= 1
+    assert server.params["host"] == "0.0.0.0"
+    result = run([*command, "--version"], run_env(api))  # the settings are checked first
     assert result.returncode == 0, result.stderr
 
-    port = int(option(command, "--bind", "-b").rsplit(":", 1)[1])
+    port = server.params["port"]
     assert container_ports(api) == [port]
     assert f"http://127.0.0.1:{port}/healthz" in " ".join(api["healthcheck"]["test"])
 
