@@ -32,6 +32,7 @@ import psycopg2
 from bench_cpu import read_processes, tree
 from kombu import Connection
 
+from ingest import api_server
 from ingest.cli.services import (
     beat_argv,
     projector_argv,
@@ -45,9 +46,9 @@ logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-# The application the API's server command serves; the bare baseline takes its place.
-API_APP = "ingest_api.wsgi:app"
-BARE_APP = "bare_app:app"
+# How the API's server command starts its server; the bare baseline's script takes its place.
+API_SERVER = ["-m", api_server.__name__]
+BARE_APP = ROOT / "scripts" / "bare_app.py"
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 START_TIMEOUT = 90.0
 # No statement of the benchmark's own may wait without end (a lock held by a stuck worker).
@@ -94,13 +95,15 @@ def up_default(option: str) -> Any:
     return next(param.default for param in up_command.params if param.name == option)
 
 
-def http_argv(port: int, app: str) -> list[str]:
-    """The API's server command as `ingest up` runs it, on `port`, serving `app`: the API's own
-    or the bare baseline, so both run on the same server with the same settings."""
+def http_argv(port: int, bare: bool = False) -> list[str]:
+    """The API's server command as `ingest up` runs it, on `port`; with `bare`, the same server
+    and options serving the bare Flask app in the API's place."""
     argv = serve_argv(f"127.0.0.1:{port}", up_default("workers"))
-    if argv.count(API_APP) != 1:
-        raise BenchError(f"cannot find the app {API_APP} in `ingest serve`'s command {argv}")
-    return [app if word == API_APP else word for word in argv]
+    if not bare:
+        return argv
+    if argv[1:3] != API_SERVER:
+        raise BenchError(f"`ingest serve` no longer runs `python {' '.join(API_SERVER)}`: {argv}")
+    return [argv[0], str(BARE_APP), *argv[3:]]
 
 
 def celery_options() -> tuple[str, ...]:
@@ -169,9 +172,9 @@ class ServiceProcess:
 class HttpServer(ServiceProcess):
     """The API's server on a free port of 127.0.0.1, ready once GET /healthz answers 200."""
 
-    def __init__(self, name: str, app: str, env: dict[str, str], logs: Path) -> None:
+    def __init__(self, name: str, bare: bool, env: dict[str, str], logs: Path) -> None:
         self.port = free_port()
-        super().__init__(name, http_argv(self.port, app), env, logs)
+        super().__init__(name, http_argv(self.port, bare), env, logs)
         try:
             wait_for(lambda: self.get("/healthz") == 200, START_TIMEOUT, f"{name} to answer")
         except BaseException:
@@ -323,13 +326,14 @@ class BenchStack:
         return env
 
     def start_api(self) -> HttpServer:
-        return self._start_http("api", API_APP, self.env())
+        return self._start_http("api", False, self.env())
 
     def start_bare(self) -> HttpServer:
-        return self._start_http("bare-flask", BARE_APP, self.env(PYTHONPATH=str(ROOT / "scripts")))
+        # The server's workers import the bare app by name.
+        return self._start_http("bare-flask", True, self.env(PYTHONPATH=str(BARE_APP.parent)))
 
-    def _start_http(self, name: str, app: str, env: dict[str, str]) -> HttpServer:
-        server = HttpServer(name, app, env, self.logs)
+    def _start_http(self, name: str, bare: bool, env: dict[str, str]) -> HttpServer:
+        server = HttpServer(name, bare, env, self.logs)
         self.processes.append(server)
         return server
 

@@ -23,16 +23,17 @@ import multiprocessing
 import os
 import platform
 import random
+import re
 import secrets
 import shlex
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from bench_cpu import CpuMeter, CpuSnapshot
@@ -433,23 +434,31 @@ def context_lines(stack: BenchStack) -> dict[str, str]:
         "machine": f"{os.cpu_count()} cores ({cpu}), load average at start "
         f"{' '.join(f'{value:.2f}' for value in os.getloadavg())}",
         "software": f"PostgreSQL {postgres.split()[0]}, MariaDB {mariadb.split('-')[0]}, "
-        f"RabbitMQ {rabbitmq}, Python {platform.python_version()}",
+        f"RabbitMQ {rabbitmq}, Python {platform.python_version()}; {dependency_versions()}",
         "code": f"commit {commit}{' with uncommitted changes' if changed else ''}",
     }
 
 
+def dependency_versions() -> str:
+    """The installed version of each dependency pyproject.toml names."""
+    with (ROOT / "pyproject.toml").open("rb") as pyproject:
+        requirements = tomllib.load(pyproject)["project"]["dependencies"]
+    versions = []
+    for requirement in requirements:
+        name = re.split(r"[\[<>=!~;\s]", requirement, maxsplit=1)[0]
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} not installed")
+    return ", ".join(versions)
+
+
 def service_line(processes: dict[str, ServiceProcess]) -> str:
-    """The command lines the service runs with (those of `ingest up`), and their programs'
-    versions."""
+    """The command lines the service runs with: those of `ingest up`."""
 
     def shown(command: Sequence[str]) -> str:
-        program = command[command.index("-m") + 1] if "-m" in command else Path(command[0]).name
-        try:
-            version = metadata.version(program)
-        except metadata.PackageNotFoundError:
-            version = "?"
         python = "python" if command[0] == sys.executable else command[0]
-        return f"`{shlex.join([python, *command[1:]])}` ({program} {version})"
+        return f"`{shlex.join([python, *command[1:]])}`"
 
     return "; ".join(f"{name}: {shown(process.command)}" for name, process in processes.items())
 
