@@ -2,33 +2,32 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-# A run of digits this long may be an integer that orjson cannot read exactly.
-LONG_DIGITS = re.compile(rb"\d{19}")
+# Digits as zeros: a run of 19 may be an integer that orjson cannot read exactly.
+DIGITS_AS_ZEROS = bytes.maketrans(b"123456789", b"000000000")
+NINETEEN_DIGITS = b"0" * 19
 # Flower shows this many event ids of a message's events, then counts the rest.
 EVENT_IDS_SHOWN = 10
-
-
-def canonical_json(value: Any) -> str:
-    """One spelling per JSON value, so equal payloads hash equally."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def loads_json(text: bytes | str) -> Any:
     """The JSON value of `text`, read as the standard library reads it, only faster: orjson
     reads the same, but for integers past 64 bits, which it would turn into floats."""
     data = text.encode() if isinstance(text, str) else bytes(text)
-    if LONG_DIGITS.search(data):
+    if may_hold_long_integers(data):
         return json.loads(data)
     return orjson.loads(data)
+
+
+def may_hold_long_integers(data: bytes) -> bool:
+    """Whether `data` has a run of 19 digits (a translation is far faster than a regex)."""
+    return NINETEEN_DIGITS in data.translate(DIGITS_AS_ZEROS)
 
 
 def compact_json(value: Any) -> str:
@@ -49,10 +48,6 @@ def events_repr(event_ids: Sequence[str]) -> str:
 
 def event_ids_of(events: Sequence[dict[str, Any]]) -> list[str]:
     return [event["event_id"] for event in events]
-
-
-def payload_sha256(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
 def utc_now() -> datetime:

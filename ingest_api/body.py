@@ -13,7 +13,7 @@ import orjson
 from flask import request
 from werkzeug.exceptions import ClientDisconnected
 
-from ingest.events import LONG_DIGITS
+from ingest.events import may_hold_long_integers
 from ingest_api.errors import Problem
 
 # Only a body with such an escape can hold a lone surrogate, so only it is checked for one.
@@ -78,7 +78,7 @@ def _gunzip_limited(data: bytes, limit: int) -> bytes:
 def parse_json(raw: bytes) -> Any:
     # orjson accepts a subset of what the checks below accept, and reads it alike, but for
     # integers past 64 bits, which it turns into floats: a body with such digits skips it.
-    if not LONG_DIGITS.search(raw):
+    if not may_hold_long_integers(raw):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:

@@ -52,7 +52,7 @@ class Event(Base):
     )
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB, comment="The event's JSON object.")
     payload_sha256: Mapped[str] = mapped_column(
-        String(64), comment="SHA-256 of the canonical JSON of the payload."
+        String(64), comment="SHA-256 of the payload's jsonb text: equal payloads, equal hashes."
     )
     insert_xid: Mapped[int] = mapped_column(
         BigInteger,

@@ -14,7 +14,7 @@ from typing import Any
 from celery import Task
 from sqlalchemy.exc import DBAPIError
 
-from ingest.events import compact_json, event_ids_of, events_repr, payload_sha256
+from ingest.events import compact_json, event_ids_of, events_repr
 from models.engines import execute
 from models.errors import is_transient
 from tasks.backoff import backoff_seconds
@@ -37,23 +37,27 @@ PERSIST_OPTIONS: dict[str, Any] = {
     "max_retries": None,
 }
 
+# The payload's hash is PostgreSQL's: SHA-256 of the jsonb's text, one spelling per value.
+PAYLOAD_SHA256 = "encode(sha256(convert_to(payload::text, 'UTF8')), 'hex')"
+
 # The first of several rows with one event_id wins, as it would in a VALUES list.
-INSERT_EVENTS = """
+INSERT_EVENTS = f"""
 INSERT INTO events
     (event_id, event_type, source, occurred_at, received_at, payload, payload_sha256)
-SELECT event_id, event_type, source, occurred_at, received_at, payload, payload_sha256
+SELECT event_id, event_type, source, occurred_at, received_at, payload, {PAYLOAD_SHA256}
 FROM jsonb_to_recordset(%s::jsonb) AS arrived(
     event_id text, event_type text, source text, occurred_at timestamptz,
-    received_at timestamptz, payload jsonb, payload_sha256 text)
+    received_at timestamptz, payload jsonb)
 ON CONFLICT (event_id) DO NOTHING
-RETURNING event_id, stored_at
+RETURNING event_id, stored_at, payload_sha256
 """
 
 # A redelivered message is no conflict; the same event_id with another payload is.
-MARK_CONFLICTS = """
+MARK_CONFLICTS = f"""
 UPDATE events
 SET conflict_payload_sha256 = arrived.payload_sha256, conflict_at = now()
-FROM jsonb_to_recordset(%s::jsonb) AS arrived(event_id text, payload_sha256 text)
+FROM (SELECT event_id, {PAYLOAD_SHA256} AS payload_sha256
+      FROM jsonb_to_recordset(%s::jsonb) AS arrived(event_id text, payload jsonb)) AS arrived
 WHERE events.event_id = arrived.event_id AND events.payload_sha256 <> arrived.payload_sha256
 """
 
@@ -97,16 +101,19 @@ def store_events(postgres_url: str, events: Sequence[dict[str, Any]]) -> list[di
     """Insert the events that are new; mark a reused event_id whose payload differs. Returns
     the inserted rows as MySQL will hold them, `stored_at` included. Safe to run twice."""
     rows = [event_row(event) for event in events]
-    inserted = dict(execute(postgres_url, INSERT_EVENTS, (compact_json(rows),)))
+    inserted = {
+        event_id: (stored_at, sha256)
+        for event_id, stored_at, sha256 in execute(
+            postgres_url, INSERT_EVENTS, (compact_json(rows),)
+        )
+    }
     stored, duplicates = [], []
     for row in rows:
-        stored_at = inserted.pop(row["event_id"], None)
-        if stored_at is None:
-            duplicates.append(
-                {"event_id": row["event_id"], "payload_sha256": row["payload_sha256"]}
-            )
+        if row["event_id"] in inserted:
+            stored_at, sha256 = inserted.pop(row["event_id"])
+            stored.append({**row, "stored_at": stored_at.isoformat(), "payload_sha256": sha256})
         else:
-            stored.append({**row, "stored_at": stored_at.isoformat()})
+            duplicates.append(row)
     if duplicates:
         execute(postgres_url, MARK_CONFLICTS, (compact_json(duplicates),))
     return stored
@@ -120,7 +127,6 @@ def event_row(event: dict[str, Any]) -> dict[str, Any]:
         "occurred_at": event["occurred_at"],
         "received_at": event["received_at"],
         "payload": event["payload"],
-        "payload_sha256": payload_sha256(event["payload"]),
     }
 
 

@@ -152,11 +152,6 @@ def assert_stored_exactly_once(settings: Settings, acknowledged: set[str], sent:
     assert stored <= sent, f"stored but never sent: {sorted(stored - sent)[:5]}"
 
 
-def unprojected_count(settings: Settings) -> int:
-    """Stored events that MySQL does not hold."""
-    return len(stored_ids(settings) - projected_ids(settings))
-
-
 def wait_until_projected(settings: Settings, timeout: float = 120) -> None:
     """Until MySQL holds exactly what PostgreSQL holds."""
     try:

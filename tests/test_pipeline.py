@@ -8,9 +8,8 @@ from datetime import UTC, datetime
 from flask.testing import FlaskClient
 
 from ingest.config import Settings
-from ingest.events import payload_sha256
 from tests.conftest import AUTH, READ_AUTH, event
-from tests.support import projected_count, rows, stored_count, wait_until
+from tests.support import projected_count, rows, scalar, stored_count, wait_until
 
 
 def test_one_event_lands_in_both_databases_with_every_field(
@@ -29,7 +28,10 @@ def test_one_event_lands_in_both_databases_with_every_field(
     assert stored["event_type"] == "order.created"
     assert stored["source"] == "shop"
     assert stored["payload"] == sent["payload"]
-    assert stored["payload_sha256"] == payload_sha256(sent["payload"])
+    assert stored["payload_sha256"] == scalar(
+        pipeline.postgres_url,
+        "SELECT encode(sha256(convert_to(payload::text, 'UTF8')), 'hex') FROM events",
+    )
     assert stored["occurred_at"] == datetime(2026, 11, 27, 9, 0, 0, 250_000, tzinfo=UTC)
     assert before <= stored["received_at"] <= stored["stored_at"]
     [projected] = rows(pipeline.mysql_url or "", "SELECT * FROM events_projection")
@@ -93,6 +95,29 @@ def test_the_same_event_sent_three_ways_is_stored_once(
     ]
     assert projected_count(pipeline) == 2
     status = client.get("/v1/events/dup-1", headers=READ_AUTH).json
+    assert status["conflict"] is False
+
+
+def test_a_resent_event_spelt_otherwise_is_no_conflict(
+    client: FlaskClient, pipeline: Settings
+) -> None:
+    first = (
+        b'{"event_id": "spelt", "event_type": "t", "occurred_at": "2026-11-27T10:00:00Z",'
+        b' "payload": {"a": 1, "b": [1.5, "x"]}}'
+    )
+    again = (
+        b'{"payload":{"b":[1.50,"x"],"a":1},"occurred_at":"2026-11-27T10:00:00Z",'
+        b'"event_type":"t","event_id":"spelt"}'
+    )
+    for body in (first, again):
+        response = client.post(
+            "/v1/events", data=body, headers={**AUTH, "Content-Type": "application/json"}
+        )
+        assert response.status_code == 202
+        wait_until(lambda: stored_count(pipeline) == 1, what="the event stored")
+    wait_until(lambda: projected_count(pipeline) == 1, what="the event in MySQL")
+
+    status = client.get("/v1/events/spelt", headers=READ_AUTH).json
     assert status["conflict"] is False
 
 

@@ -6,7 +6,8 @@ Create Date: 2026-11-29
 
 The projection no longer marks each PostgreSQL row (an UPDATE and a dead tuple per event):
 MySQL itself says what it holds, and the reconciler walks `events` once, in the order of the
-transactions that inserted them, from a checkpoint.
+transactions that inserted them, from a checkpoint. payload_sha256 becomes PostgreSQL's own:
+the SHA-256 of the jsonb's text, computed in the INSERT.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 INSERT_XID = sa.text("(pg_current_xact_id()::text)::bigint")
+PAYLOAD_SHA256 = "encode(sha256(convert_to(payload::text, 'UTF8')), 'hex')"
 
 
 def upgrade(engine_name: str) -> None:
@@ -53,6 +55,15 @@ def upgrade_postgres() -> None:
     )
     op.drop_column("events", "projection_attempts")
     op.drop_column("events", "projected_at")
+    op.execute(f"UPDATE events SET payload_sha256 = {PAYLOAD_SHA256}")
+    op.alter_column(
+        "events",
+        "payload_sha256",
+        existing_type=sa.String(length=64),
+        existing_nullable=False,
+        comment="SHA-256 of the payload's jsonb text: equal payloads, equal hashes.",
+        existing_comment="SHA-256 of the canonical JSON of the payload.",
+    )
     op.create_table(
         "projection_checkpoint",
         sa.Column("name", sa.String(length=32), nullable=False, comment="Which projection."),
@@ -78,6 +89,15 @@ def upgrade_postgres() -> None:
 
 
 def downgrade_postgres() -> None:
+    # The hashes stay PostgreSQL's; the older version only compares them with new ones.
+    op.alter_column(
+        "events",
+        "payload_sha256",
+        existing_type=sa.String(length=64),
+        existing_nullable=False,
+        comment="SHA-256 of the canonical JSON of the payload.",
+        existing_comment="SHA-256 of the payload's jsonb text: equal payloads, equal hashes.",
+    )
     op.drop_table("projection_checkpoint")
     op.add_column(
         "events",
@@ -98,7 +118,7 @@ def downgrade_postgres() -> None:
             comment="How many projection attempts touched the row.",
         ),
     )
-    # Which rows MySQL holds is not known here: the first reconcile marks them again.
+    # Every row starts unprojected: the older reconciler upserts each into MySQL once more.
     op.create_index(
         "ix_events_unprojected",
         "events",
