@@ -36,6 +36,9 @@ def _zulu(moment: datetime) -> str:
 # with 9999 (PostgreSQL holds more), and the bounds are what the 422 error names.
 OCCURRED_AT_MIN = datetime(1000, 1, 1, tzinfo=UTC)
 OCCURRED_AT_MAX = datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+# For the OpenAPI description, which cannot say "in UTC": what every time in range starts with.
+# The local date is at most a day off UTC's, so 0999-12-31 with an offset may still be in range.
+OCCURRED_AT_PATTERN = r"^(?:[1-9][0-9]{3}-|0999-12-31T)"
 OCCURRED_AT_ERRORS = {
     "invalid": "Not a valid RFC 3339 time, like 2026-01-31T12:00:00Z.",
     "naive": "The time has no offset: add Z or +hh:mm.",
@@ -186,6 +189,7 @@ class EventSchema(StrictSchema):
             "description": "RFC 3339 with an offset; stored in UTC, from "
             "1000-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z (what MySQL's DATETIME holds). "
             "A leap second, 23:59:60 UTC at a month's end, is stored as the next second.",
+            "pattern": OCCURRED_AT_PATTERN,
             "example": "2026-11-27T10:00:00+01:00",
         },
     )

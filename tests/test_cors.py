@@ -86,7 +86,7 @@ def test_a_page_may_not_read_so_its_public_key_reveals_nothing(
 ) -> None:
     """A key in a web page is public. Reads get no CORS, so a page cannot read even with a read
     key, and the write key a page carries is refused on every read."""
-    for path in ("/v1/events/c-1", "/openapi.json"):
+    for path in ("/v1/events/never-sent", "/openapi.json"):
         headers = preflight(browser, SHOP, path, method="GET")
         assert not [name for name in headers if name.startswith("Access-Control-")], path
         for key, status in ((READ_AUTH, 200 if path == "/openapi.json" else 404), (AUTH, 403)):
