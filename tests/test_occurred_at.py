@@ -8,8 +8,10 @@ The test below runs the whole pipeline against a database set to Asia/Tokyo.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
@@ -33,7 +35,14 @@ from tests.conftest import (
     event,
     migrate,
 )
-from tests.support import projected_count, rows, running_workers, wait_until
+from tests.support import (
+    VENV_BIN,
+    projected_count,
+    rows,
+    running_workers,
+    service_env,
+    wait_until,
+)
 
 ZONE = "Asia/Tokyo"
 RANGE = (
@@ -121,7 +130,7 @@ def test_a_time_outside_what_both_stores_hold_is_a_422_that_says_why(
 
 
 def test_with_postgres_in_tokyo_time_the_bounds_are_stored_projected_and_read_back(
-    api: FlaskClient, tokyo: Settings
+    api: FlaskClient, tokyo: Settings, tmp_path: Path
 ) -> None:
     assert database_time_zone(tokyo.postgres_url) == ZONE  # the fault is in place
     batch = [event(event_id, occurred_at=sent) for event_id, (sent, _) in ACCEPTED.items()]
@@ -146,8 +155,28 @@ def test_with_postgres_in_tokyo_time_the_bounds_are_stored_projected_and_read_ba
         "SELECT event_id, occurred_at AT TIME ZONE 'UTC' AS utc FROM events",
     )
     assert {row["event_id"]: row["utc"] for row in in_postgres} == expected
-    in_mysql = rows(tokyo.mysql_url or "", "SELECT event_id, occurred_at FROM events_projection")
-    assert {row["event_id"]: row["occurred_at"] for row in in_mysql} == expected
+    assert mysql_times(tokyo) == expected
     with Connection(tokyo.broker_url) as connection:
         dead, _ = peek(connection, limit=10)
     assert dead == 0, "a message was dead-lettered"
+
+    # The reconciler reads the same rows: MySQL lost them all, and it puts them back as they were.
+    admin_sql(tokyo.mysql_url or "", "DELETE FROM events_projection")
+    reconciled = subprocess.run(
+        [str(VENV_BIN / "ingest"), "reconcile", "--since", "0", "--from-start"],
+        cwd=tmp_path,  # no .env here
+        env=service_env(tokyo),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert reconciled.returncode == 0, reconciled.stderr
+    assert f"Projected {len(ACCEPTED)} events" in reconciled.stdout
+    assert mysql_times(tokyo) == expected
+
+
+def mysql_times(settings: Settings) -> dict[str, datetime]:
+    """Each event's occurred_at as MySQL holds it: UTC, without an offset."""
+    found = rows(settings.mysql_url or "", "SELECT event_id, occurred_at FROM events_projection")
+    return {row["event_id"]: row["occurred_at"] for row in found}
