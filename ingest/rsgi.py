@@ -74,10 +74,14 @@ class WsgiOverRsgi:
         received = bytearray()
         try:
             async with asyncio.timeout(self.body_timeout):
-                async for chunk in protocol:
-                    received += chunk
-                    if len(received) > self.max_body_bytes:
-                        break  # over the limit: the app answers 413 from the length
+                if declared is not None:
+                    # At most the limit, as declared (hyper holds the client to it), in one await.
+                    received += await protocol()
+                else:
+                    async for chunk in protocol:
+                        received += chunk
+                        if len(received) > self.max_body_bytes:
+                            break  # over the limit: the app answers 413 from the length
         except TimeoutError:
             return StalledBody(), int(declared) if declared else None, True
         return io.BytesIO(received), len(received), False
