@@ -18,7 +18,7 @@ from marshmallow import INCLUDE, Schema, fields, validate
 from swagger_ui_bundle import swagger_ui_path
 
 from ingest.config import Settings
-from ingest_api.auth import READ, WRITE, Scope, require_key
+from ingest_api.auth import READ, SCOPES, WRITE, Scope, require_key
 from ingest_api.schemas import EVENT_ID_PATTERN, BatchSchema, EventSchema, Rfc3339DateTime
 
 # The renderer's files /docs loads; nothing else of the vendored directory is served.
@@ -163,7 +163,7 @@ def build_description(settings: Settings) -> dict[str, Any]:
         ("Readiness", ReadinessSchema),
     ):
         spec.components.schema(name, schema=schema)
-    for scope in (WRITE, READ):
+    for scope in SCOPES:
         spec.components.security_scheme(
             security_scheme(scope),
             {

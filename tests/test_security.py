@@ -181,6 +181,15 @@ def test_a_write_key_reads_nothing_and_a_read_key_sends_nothing(walled: FlaskCli
     assert queued_messages(walled) == 0, "a read key's request was published"
 
 
+def test_read_keys_come_from_their_own_variable_and_are_never_shown() -> None:
+    settings = Settings.from_env({"INGEST_API_KEYS": "w-1", "INGEST_READ_KEYS": " r-1, ,r-2 "})
+    assert settings.api_keys == ("w-1",)
+    assert settings.read_keys == ("r-1", "r-2")
+    shown = repr(settings.redacted())
+    assert "<2 keys>" in shown
+    assert not [key for key in ("w-1", "r-1", "r-2") if key in shown]
+
+
 def test_a_key_in_both_lists_may_send_and_read(settings: Settings) -> None:
     both = settings.replace(read_keys=(*settings.read_keys, API_KEY))
     app = create_app(both)
