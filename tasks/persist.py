@@ -1,8 +1,7 @@
 """persist_event and persist_events: store accepted events in PostgreSQL, exactly once.
 
 A message's events go to PostgreSQL as one JSON parameter of one statement that commits by
-itself: one round trip, whatever the number of events. The rows it inserted then travel on to
-the projection as they were stored, so nothing needs to read them back.
+itself: one round trip, whatever the number of events. Their ids travel on to the projection.
 """
 
 from __future__ import annotations
@@ -49,7 +48,7 @@ FROM jsonb_to_recordset(%s::jsonb) AS arrived(
     event_id text, event_type text, source text, occurred_at timestamptz,
     received_at timestamptz, payload jsonb)
 ON CONFLICT (event_id) DO NOTHING
-RETURNING event_id, stored_at, payload_sha256
+RETURNING event_id
 """
 
 # A redelivered message is no conflict; the same event_id with another payload is.
@@ -75,7 +74,7 @@ def persist_events(self: Task, events: list[dict[str, Any]]) -> None:
 def persist(task: Task, events: Sequence[dict[str, Any]]) -> None:
     settings = task.app.settings
     try:
-        stored = store_events(settings.postgres_url, events)
+        inserted, duplicates = store_events(settings.postgres_url, events)
     except DBAPIError as exc:
         if not is_transient(exc):
             raise
@@ -88,63 +87,49 @@ def persist(task: Task, events: Sequence[dict[str, Any]]) -> None:
     logger.info(
         "Stored events",
         extra={
-            "event_ids": list(dict.fromkeys(event_ids_of(events))),
-            "inserted": len(stored),
+            "event_ids": event_ids_of(events),
+            "inserted": len(inserted),
             "request_id": request_id(task),
         },
     )
-    if settings.mysql_url and stored:
-        chain_projection(task, stored)
+    if settings.mysql_url:
+        chain_projection(task, inserted, duplicates)
 
 
-def store_events(postgres_url: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def store_events(
+    postgres_url: str, events: Sequence[dict[str, Any]]
+) -> tuple[list[str], list[str]]:
     """Insert the events that are new; mark a reused event_id whose payload differs. Returns
-    the inserted rows as MySQL will hold them, `stored_at` included. Safe to run twice."""
-    rows = [event_row(event) for event in events]
+    the ids inserted now and the ids that were there already. Safe to run twice."""
+    # jsonb_to_recordset takes the columns it names from each event and ignores the rest.
     inserted = {
-        event_id: (stored_at, sha256)
-        for event_id, stored_at, sha256 in execute(
-            postgres_url, INSERT_EVENTS, (compact_json(rows),)
-        )
+        row.event_id for row in execute(postgres_url, INSERT_EVENTS, (compact_json(events),))
     }
-    stored, duplicates = [], []
-    for row in rows:
-        if row["event_id"] in inserted:
-            stored_at, sha256 = inserted.pop(row["event_id"])
-            stored.append({**row, "stored_at": stored_at.isoformat(), "payload_sha256": sha256})
-        else:
-            duplicates.append(row)
+    duplicates = [event for event in events if event["event_id"] not in inserted]
     if duplicates:
         execute(postgres_url, MARK_CONFLICTS, (compact_json(duplicates),))
-    return stored
+    return list(inserted), list(dict.fromkeys(event_ids_of(duplicates)))
 
 
-def event_row(event: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "event_id": event["event_id"],
-        "event_type": event["event_type"],
-        "source": event.get("source"),
-        "occurred_at": event["occurred_at"],
-        "received_at": event["received_at"],
-        "payload": event["payload"],
-    }
-
-
-def chain_projection(task: Task, rows: list[dict[str, Any]]) -> None:
-    """Publish the projection of what was just stored. If the publish fails the rows stay
-    unprojected and the reconciler repairs them; failing here would only redo the insert."""
+def chain_projection(task: Task, inserted: list[str], duplicates: list[str]) -> None:
+    """Publish the projection of what was just stored. An id that was there already may have
+    been inserted by an earlier run that crashed before this point: the projection checks
+    whether MySQL has it. If the publish fails the reconciler repairs it; failing here would
+    only redo the insert."""
+    if not inserted and not duplicates:
+        return
     try:
         project_to_mysql.apply_async(
-            args=[rows],
+            args=[inserted],
+            kwargs={"maybe_projected": duplicates} if duplicates else {},
             headers={"request_id": request_id(task)},
-            argsrepr=events_repr(event_ids_of(rows)),
             confirm_timeout=LINK_CONFIRM_TIMEOUT,
         )
     except Exception:
         logger.warning(
             "Could not publish the projection; the reconciler will project these events",
             exc_info=True,
-            extra={"event_ids": event_ids_of(rows)},
+            extra={"event_ids": inserted + duplicates},
         )
 
 

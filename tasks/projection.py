@@ -1,9 +1,10 @@
 """project_to_mysql and reconcile_projection: keep the MySQL projection eventually complete.
 
-The persist worker hands over the rows it has just inserted, so the projection writes MySQL
-without reading PostgreSQL again, and PostgreSQL keeps no per-row bookkeeping: MySQL itself
-says which events it holds. The reconciler walks `events` once, in the order of the
-transactions that inserted them, from a checkpoint, and projects whatever MySQL lacks.
+The persist worker hands over the ids it has just stored; the projection reads those rows from
+PostgreSQL as ready-made MySQL text (nothing to parse or convert in Python) and upserts them in
+one statement. PostgreSQL keeps no per-row bookkeeping: MySQL itself says which events it
+holds. The reconciler walks `events` once, in the order of the transactions that inserted them,
+from a checkpoint, and projects whatever MySQL lacks.
 """
 
 from __future__ import annotations
@@ -14,14 +15,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import takewhile
-from typing import Any
 
 from celery import Task
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from ingest.config import Settings
-from ingest.events import compact_json, event_ids_of, events_repr
 from models import engine_for
 from models.engines import execute
 from models.errors import is_transient
@@ -42,9 +41,13 @@ ON DUPLICATE KEY UPDATE
     payload_sha256 = VALUES(payload_sha256), projected_at = VALUES(projected_at)
 """
 
-STORED_ROWS = """
-SELECT event_id, event_type, source, occurred_at, received_at, payload, payload_sha256,
-       stored_at
+# Rows as MySQL takes them, all text: times as DATETIME(6) literals in UTC, the payload as
+# the jsonb's text (the text payload_sha256 hashes). Nothing to convert in Python.
+MYSQL_TIME = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+STORED_ROWS = f"""
+SELECT event_id, event_type, source, {MYSQL_TIME.format("occurred_at")},
+       {MYSQL_TIME.format("received_at")}, {MYSQL_TIME.format("stored_at")},
+       payload::text, payload_sha256
 FROM events WHERE event_id = ANY(%s)
 """
 
@@ -71,72 +74,52 @@ RECONCILE_LOCK = 0x1A6E57
 @app.task(
     name="ingest.project_to_mysql", bind=True, acks_late=True, ignore_result=True, max_retries=None
 )
-def project_to_mysql(self: Task, rows: list[Any]) -> None:
-    """`rows`: stored rows as the persist worker hands them over, or event ids to read."""
+def project_to_mysql(self: Task, event_ids: list[str], maybe_projected: Sequence[str] = ()) -> None:
+    """Upsert the stored events `event_ids` into MySQL, read from PostgreSQL, and those of
+    `maybe_projected` that MySQL does not hold yet."""
     settings = self.app.settings
     assert settings.mysql_url, "projection is off when MYSQL_URL is unset"
     try:
-        if rows and isinstance(rows[0], str):
-            rows = stored_rows(settings.postgres_url, rows)
-        upsert_projection(settings.mysql_url, rows)
+        if maybe_projected:
+            event_ids = [*event_ids, *missing_in_mysql(settings.mysql_url, maybe_projected)]
+        projected = project(settings, event_ids)
     except DBAPIError as exc:
         if not is_transient(exc):
             raise
-        event_ids = [row if isinstance(row, str) else row["event_id"] for row in rows]
         if self.request.retries >= settings.projection_max_retries:
             logger.warning(
                 "Projection retries ran out; the reconciler will project these events",
                 extra={"event_ids": event_ids, "error": str(exc.orig or exc)},
             )
             return
-        # The retry carries the same rows: Flower must still show ids, not payloads.
-        raise self.retry(
-            exc=exc,
-            countdown=backoff_seconds(self.request.retries),
-            argsrepr=events_repr(event_ids),
-        ) from exc
-    logger.info(
-        "Projected events",
-        extra={"event_ids": event_ids_of(rows), "projected": len(rows)},
-    )
+        raise self.retry(exc=exc, countdown=backoff_seconds(self.request.retries)) from exc
+    logger.info("Projected events", extra={"event_ids": event_ids, "projected": projected})
 
 
-def upsert_projection(mysql_url: str, rows: Sequence[dict[str, Any]]) -> None:
-    """One multi-row upsert; every time as naive UTC text, as MySQL keeps no offset (and
-    the driver quotes text several times faster than datetimes)."""
-    if not rows:
-        return
-    projected_at = mysql_datetime(datetime.now(UTC))
-    execute(
-        mysql_url,
-        UPSERT_PROJECTION,
-        [
-            (
-                row["event_id"],
-                row["event_type"],
-                row["source"],
-                mysql_datetime(row["occurred_at"]),
-                mysql_datetime(row["received_at"]),
-                mysql_datetime(row["stored_at"]),
-                compact_json(row["payload"]),
-                row["payload_sha256"],
-                projected_at,
-            )
-            for row in rows
-        ],
-    )
+def project(settings: Settings, event_ids: Sequence[str]) -> int:
+    """Upsert the stored events among `event_ids` into MySQL as PostgreSQL holds them, in one
+    statement. Safe to run twice. Returns how many rows it upserted."""
+    assert settings.mysql_url
+    if not event_ids:
+        return 0
+    rows = execute(settings.postgres_url, STORED_ROWS, (list(event_ids),))
+    if rows:
+        projected_at = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")
+        execute(settings.mysql_url, UPSERT_PROJECTION, [(*row, projected_at) for row in rows])
+    return len(rows)
 
 
-def stored_rows(postgres_url: str, event_ids: Sequence[str]) -> list[dict[str, Any]]:
-    """The stored events among `event_ids`, read from PostgreSQL."""
-    return [row._asdict() for row in execute(postgres_url, STORED_ROWS, (list(event_ids),))]
-
-
-def mysql_datetime(moment: datetime | str) -> str:
-    """A time (or an ISO 8601 text of one) as MySQL's DATETIME(6) literal, in UTC."""
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment)
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+def missing_in_mysql(mysql_url: str, event_ids: Sequence[str]) -> list[str]:
+    placeholders = ", ".join(["%s"] * len(event_ids))
+    present = {
+        row.event_id
+        for row in execute(
+            mysql_url,
+            f"SELECT event_id FROM events_projection WHERE event_id IN ({placeholders})",
+            tuple(event_ids),
+        )
+    }
+    return [event_id for event_id in event_ids if event_id not in present]
 
 
 @app.task(name="ingest.reconcile_projection", bind=True, acks_late=True, ignore_result=True)
@@ -196,19 +179,7 @@ def reconcile(
 def project_missing(settings: Settings, event_ids: Sequence[str]) -> int:
     """Project those of `event_ids` that MySQL does not hold; returns how many."""
     assert settings.mysql_url
-    placeholders = ", ".join(["%s"] * len(event_ids))
-    present = {
-        row.event_id
-        for row in execute(
-            settings.mysql_url,
-            f"SELECT event_id FROM events_projection WHERE event_id IN ({placeholders})",
-            tuple(event_ids),
-        )
-    }
-    missing = [event_id for event_id in event_ids if event_id not in present]
-    if missing:
-        upsert_projection(settings.mysql_url, stored_rows(settings.postgres_url, missing))
-    return len(missing)
+    return project(settings, missing_in_mysql(settings.mysql_url, event_ids))
 
 
 def checkpoint(postgres_url: str) -> tuple[int, int]:

@@ -130,7 +130,7 @@ def test_a_crash_between_the_projection_publish_and_the_ack_projects_once(
             what="the broker to take the unacknowledged message back",
         )
         with running_worker(faulty, "ingest.persist", "persist"):
-            # The redelivered message inserts nothing new, so it projects nothing again.
+            # The redelivered message inserts nothing new; its projection finds MySQL has it.
             wait_until(
                 lambda: (
                     broker.queue_depths()["ingest.persist"] == (0, 0)
