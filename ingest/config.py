@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
+WORKER_POOLS = ("threads", "prefork", "solo")
+
 
 class ConfigError(ValueError):
     """A variable is missing or malformed; the message names it."""
@@ -38,6 +40,9 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     # A worker serves its task metrics on this port when set; each worker needs its own.
     worker_metrics_port: int | None = None
+    # How a worker runs its tasks: threads spend no CPU handing messages to child processes.
+    worker_pool: str = "threads"
+    worker_concurrency: int = 4
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -67,6 +72,8 @@ class Settings:
             ),
             cors_origins=_split(env.get("INGEST_CORS_ORIGINS", "")),
             worker_metrics_port=_int(env, "INGEST_WORKER_METRICS_PORT", 0) or None,
+            worker_pool=_choice(env, "INGEST_WORKER_POOL", cls.worker_pool, WORKER_POOLS),
+            worker_concurrency=_int(env, "INGEST_WORKER_CONCURRENCY", cls.worker_concurrency),
         )
 
     def replace(self, **changes: object) -> Settings:
@@ -101,6 +108,13 @@ def _redact_one_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
 
 
 def _split(value: str) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ from flask import Blueprint, current_app, g, request
 from marshmallow import ValidationError
 
 from ingest.config import Settings
-from ingest.events import compact_json, event_ids_of, events_repr, utc_now
+from ingest.events import compact_json, utc_now
 from ingest.status import event_status
 from ingest_api.auth import READ, WRITE, require_key
 from ingest_api.body import json_body
@@ -95,11 +95,8 @@ def post_batch() -> tuple[dict[str, Any], int]:
     if not accepted:
         raise Problem(422, "No event in the batch is valid.", results=results)
     with broker_confirm():
-        current_app.extensions["ingest.publisher"].publish(
-            "ingest.persist_events",
-            [accepted],
-            {"request_id": g.request_id},
-            argsrepr=events_repr(event_ids_of(accepted)),
+        current_app.extensions["ingest.publisher"].publish_events(
+            accepted, {"request_id": g.request_id}
         )
     return {
         "accepted": len(accepted),

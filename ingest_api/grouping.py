@@ -104,19 +104,20 @@ class EventGrouper:
     def _publish(self, group: list[_Pending]) -> None:
         error: PublishError | None = None
         headers = {"request_id": group[0].request_id}
+        deadline = min(p.deadline for p in group)
         try:
             if len(group) == 1:
-                task_name, args = "ingest.persist_event", [group[0].event]
+                event = group[0].event
+                self.publisher.publish(
+                    "ingest.persist_event",
+                    [event],
+                    headers,
+                    deadline=deadline,
+                    argsrepr=events_repr([event["event_id"]]),
+                )
             else:
-                task_name, args = "ingest.persist_events", [[p.event for p in group]]
                 headers["request_ids"] = [p.request_id for p in group]
-            self.publisher.publish(
-                task_name,
-                args,
-                headers,
-                deadline=min(p.deadline for p in group),
-                argsrepr=events_repr([p.event["event_id"] for p in group]),
-            )
+                self.publisher.publish_events([p.event for p in group], headers, deadline)
         except PublishError as exc:
             error = exc
         except Exception as exc:  # the thread must outlive any failure

@@ -14,9 +14,11 @@ from typing import Any
 from celery import Celery
 from kombu import Connection, Producer
 
+from ingest.events import compact_json, event_ids_of, events_repr
 from tasks.topology import declare_topology
 
 logger = logging.getLogger(__name__)
+
 
 class PublishError(Exception):
     """The broker did not confirm the message in time; the client should retry."""
@@ -65,6 +67,23 @@ class Publisher:
                 raise PublishError(f"the broker did not confirm within {self.timeout}s") from exc
             self._give_back(producer)
             return
+
+    def publish_events(
+        self,
+        events: list[dict[str, Any]],
+        headers: dict[str, Any],
+        deadline: float | None = None,
+    ) -> None:
+        """Publish `events` as one persist_events message: their ids, and the events as one
+        JSON text that the worker hands to PostgreSQL without reading it."""
+        event_ids = event_ids_of(events)
+        self.publish(
+            "ingest.persist_events",
+            [event_ids, compact_json(events)],
+            headers,
+            deadline=deadline,
+            argsrepr=events_repr(event_ids),
+        )
 
     def check(self) -> None:
         """Raise if the broker cannot be reached within the timeout."""

@@ -1,8 +1,8 @@
 """Soak run: events over HTTP, with concurrency, while faults strike at random moments.
 
 It starts its own RabbitMQ, PostgreSQL and MariaDB on free ports (tests/servers.py), the API
-under gunicorn (`ingest serve`), a persist worker, a projection worker and celery beat. While
-it sends events it kills a pool child and the whole persist worker with -9, restarts RabbitMQ,
+as `ingest serve` runs it, a persist worker, a projection worker and celery beat. While
+it sends events it kills the persist worker and the projection worker with -9, restarts RabbitMQ,
 and takes PostgreSQL and MySQL down for a while, each once, in random order. Then it waits
 until the pipeline is quiet and prints what survived. Everything it started is stopped and
 removed at the end. The exit status is 0 only when no acknowledged event was lost, no row is
@@ -195,6 +195,7 @@ class Pipeline:
     postgres: PostgresServer
     mariadb: MariaDBServer
     persist: Worker
+    projector: Worker
     outage: float
     answers: Answers
     timeline: list[str] = field(default_factory=list)
@@ -203,15 +204,17 @@ class Pipeline:
 
     def faults(self) -> dict[str, Callable[[], None]]:
         return {
-            "kill -9 of a persist pool child": self.kill_pool_child,
             "kill -9 of the persist worker, then a new one": self.kill_worker,
+            "kill -9 of the projection worker, then a new one": self.kill_projector,
             "RabbitMQ restart": self.restart_broker,
             "PostgreSQL down": self.postgres_outage,
             "MySQL down": self.mysql_outage,
         }
 
-    def kill_pool_child(self) -> None:
-        os.kill(random.choice(self.persist.pool_children()), signal.SIGKILL)
+    def kill_projector(self) -> None:
+        self.projector.kill()
+        time.sleep(2)
+        self.projector = Worker(self.settings, "ingest.projection", "projector")
 
     def kill_worker(self) -> None:
         self.persist.kill()
@@ -298,10 +301,10 @@ def running_pipeline(outage: float, answers: Answers, logs: Path) -> Iterator[tu
         )  # fmt: skip
         pipeline = Pipeline(
             settings, broker, postgres, mariadb, Worker(settings, "ingest.persist", "persist"),
-            outage, answers,
+            Worker(settings, "ingest.projection", "projector"), outage, answers,
         )  # fmt: skip
         stack.callback(lambda: pipeline.persist.stop())
-        stack.callback(Worker(settings, "ingest.projection", "projector").stop)
+        stack.callback(lambda: pipeline.projector.stop())
         stack.callback(Beat(settings).stop)
         api = Api(settings, logs)
         stack.callback(api.stop)

@@ -82,6 +82,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # A task that failed for good is rejected, so its message is dead-lettered, not dropped.
         "task_acks_on_failure_or_timeout": False,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_pool": settings.worker_pool,
+        "worker_concurrency": settings.worker_concurrency,
         "worker_prefetch_multiplier": 4,
         "worker_send_task_events": True,
         "worker_consumer": "tasks.celery_app:IngestConsumer",

@@ -39,7 +39,8 @@ PERSIST_OPTIONS: dict[str, Any] = {
 # The payload's hash is PostgreSQL's: SHA-256 of the jsonb's text, one spelling per value.
 PAYLOAD_SHA256 = "encode(sha256(convert_to(payload::text, 'UTF8')), 'hex')"
 
-# The first of several rows with one event_id wins, as it would in a VALUES list.
+# The first of several rows with one event_id wins, as it would in a VALUES list; of each
+# event, jsonb_to_recordset takes the fields it names and ignores the rest.
 INSERT_EVENTS = f"""
 INSERT INTO events
     (event_id, event_type, source, occurred_at, received_at, payload, payload_sha256)
@@ -56,59 +57,59 @@ MARK_CONFLICTS = f"""
 UPDATE events
 SET conflict_payload_sha256 = arrived.payload_sha256, conflict_at = now()
 FROM (SELECT event_id, {PAYLOAD_SHA256} AS payload_sha256
-      FROM jsonb_to_recordset(%s::jsonb) AS arrived(event_id text, payload jsonb)) AS arrived
+      FROM jsonb_to_recordset(%s::jsonb) AS arrived(event_id text, payload jsonb)
+      WHERE event_id = ANY(%s)) AS arrived
 WHERE events.event_id = arrived.event_id AND events.payload_sha256 <> arrived.payload_sha256
 """
 
 
 @app.task(name="ingest.persist_event", **PERSIST_OPTIONS)
 def persist_event(self: Task, event: dict[str, Any]) -> None:
-    persist(self, [event])
+    persist(self, [event["event_id"]], compact_json([event]))
 
 
 @app.task(name="ingest.persist_events", **PERSIST_OPTIONS)
-def persist_events(self: Task, events: list[dict[str, Any]]) -> None:
-    persist(self, events)
+def persist_events(self: Task, events: list[Any], events_json: str | None = None) -> None:
+    """`events`: the events' ids, and `events_json` the events as one JSON array, as the API
+    sends them (the worker hands the text to PostgreSQL unread); or the events themselves."""
+    if events_json is None:
+        events_json, events = compact_json(events), event_ids_of(events)
+    persist(self, events, events_json)
 
 
-def persist(task: Task, events: Sequence[dict[str, Any]]) -> None:
+def persist(task: Task, event_ids: list[str], events_json: str) -> None:
     settings = task.app.settings
     try:
-        inserted, duplicates = store_events(settings.postgres_url, events)
+        inserted, duplicates = store_events(settings.postgres_url, event_ids, events_json)
     except DBAPIError as exc:
         if not is_transient(exc):
             raise
-        # Celery's own retry would publish the whole message again as its arguments show.
+        # The retry carries the same arguments: Flower must still show ids, never payloads.
         raise task.retry(
             exc=exc,
             countdown=backoff_seconds(task.request.retries, cap=RETRY_BACKOFF_MAX),
-            argsrepr=events_repr(event_ids_of(events)),
+            argsrepr=events_repr(event_ids),
         ) from exc
     logger.info(
         "Stored events",
-        extra={
-            "event_ids": event_ids_of(events),
-            "inserted": len(inserted),
-            "request_id": request_id(task),
-        },
+        extra={"event_ids": event_ids, "inserted": len(inserted), "request_id": request_id(task)},
     )
     if settings.mysql_url:
         chain_projection(task, inserted, duplicates)
 
 
 def store_events(
-    postgres_url: str, events: Sequence[dict[str, Any]]
+    postgres_url: str, event_ids: Sequence[str], events_json: str
 ) -> tuple[list[str], list[str]]:
-    """Insert the events that are new; mark a reused event_id whose payload differs. Returns
-    the ids inserted now and the ids that were there already. Safe to run twice."""
-    # jsonb_to_recordset takes the columns it names from each event and ignores the rest.
-    inserted = {
-        row.event_id for row in execute(postgres_url, INSERT_EVENTS, (compact_json(events),))
-    }
-    duplicates = [event for event in events if event["event_id"] not in inserted]
+    """Insert the events of `events_json` (a JSON array) that are new; mark a reused event_id
+    whose payload differs. Returns the ids inserted now and the ids that were there already.
+    Safe to run twice."""
+    inserted = [row.event_id for row in execute(postgres_url, INSERT_EVENTS, (events_json,))]
+    new = set(inserted)
+    duplicates = list(dict.fromkeys(event_id for event_id in event_ids if event_id not in new))
     if duplicates:
-        execute(postgres_url, MARK_CONFLICTS, (compact_json(duplicates),))
-    return list(inserted), list(dict.fromkeys(event_ids_of(duplicates)))
+        execute(postgres_url, MARK_CONFLICTS, (events_json, duplicates))
+    return inserted, duplicates
 
 
 def chain_projection(task: Task, inserted: list[str], duplicates: list[str]) -> None:

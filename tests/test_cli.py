@@ -28,6 +28,7 @@ from werkzeug.serving import make_server
 from ingest.cli import main
 from ingest.cli.maintenance import ALEMBIC_INI
 from ingest.config import Settings
+from ingest.events import compact_json, event_ids_of
 from ingest_api import create_app
 from models import engine_for
 from tasks.persist import store_events
@@ -218,10 +219,8 @@ def test_status_prints_what_the_api_answers_and_fails_for_a_missing_event(
 
 def test_reconcile_projects_what_was_stored_but_never_projected(clean: Settings) -> None:
     # Stored through the persist path with no projection behind it, as after a crash.
-    store_events(
-        clean.postgres_url,
-        [{**event(f"r-{i}"), "received_at": "2026-11-27T09:00:01+00:00"} for i in range(5)],
-    )
+    stored = [{**event(f"r-{i}"), "received_at": "2026-11-27T09:00:01+00:00"} for i in range(5)]
+    store_events(clean.postgres_url, event_ids_of(stored), compact_json(stored))
 
     too_young = invoke(clean, "reconcile", "--since", "1h")
     everything = invoke(clean, "reconcile", "--since", "0", INGEST_RECONCILE_CHUNK_SIZE="2")
@@ -250,9 +249,8 @@ def test_reconcile_projects_what_was_stored_but_never_projected(clean: Settings)
 
 
 def test_reconcile_steps_aside_while_another_reconciler_runs(clean: Settings) -> None:
-    store_events(
-        clean.postgres_url, [{**event("busy"), "received_at": "2026-11-27T09:00:01+00:00"}]
-    )
+    busy = {**event("busy"), "received_at": "2026-11-27T09:00:01+00:00"}
+    store_events(clean.postgres_url, ["busy"], compact_json([busy]))
     with engine_for(clean.postgres_url).connect() as connection:
         connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": RECONCILE_LOCK})
         try:

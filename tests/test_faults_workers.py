@@ -44,7 +44,8 @@ def faulty(settings: Settings, broker: RabbitNode) -> Settings:
 
 
 def test_kill_9_of_a_pool_child_mid_task_loses_nothing(faulty: Settings) -> None:
-    with api(faulty) as app, running_workers(faulty) as (persist, _):
+    # Pool children exist with INGEST_WORKER_POOL=prefork; the default runs threads.
+    with api(faulty) as app, running_workers(faulty, INGEST_WORKER_POOL="prefork") as (persist, _):
         with event_held(faulty, "held-child"):
             response = app.test_client().post("/v1/events", json=event("held-child"), headers=AUTH)
             assert response.status_code == 202
@@ -100,7 +101,8 @@ def test_kill_9_of_the_whole_worker_then_a_restart_loses_nothing(faulty: Setting
 def test_a_crash_between_the_projection_publish_and_the_ack_projects_once(
     faulty: Settings, broker: RabbitNode
 ) -> None:
-    with api(faulty) as app, running_workers(faulty) as (persist, _):
+    # With pool children, the main process that acks can be frozen while a child publishes.
+    with api(faulty) as app, running_workers(faulty, INGEST_WORKER_POOL="prefork") as (persist, _):
         with event_held(faulty, "crash-after-link"):
             response = app.test_client().post(
                 "/v1/events", json=event("crash-after-link"), headers=AUTH

@@ -158,7 +158,7 @@ def flower_command(cli: CliContext, address: str, port: int, extra: tuple[str, .
     "--concurrency",
     type=click.IntRange(1),
     default=None,
-    help="Processes per Celery worker [default: one per CPU].",
+    help="Threads (or processes) per Celery worker [default: INGEST_WORKER_CONCURRENCY].",
 )
 @click.option("--flower-port", type=click.IntRange(1, 65535), default=5555, show_default=True)
 @click.option(
