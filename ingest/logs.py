@@ -15,6 +15,8 @@ import time
 from contextvars import ContextVar, Token
 from typing import Any
 
+import orjson
+
 # What the current request or task is, copied into every record logged while it runs.
 _context: ContextVar[dict[str, Any] | None] = ContextVar("ingest_log_context", default=None)
 
@@ -52,7 +54,10 @@ class JsonFormatter(logging.Formatter):
                 line[key] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        try:
+            return orjson.dumps(line, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:  # an integer past 64 bits
+            return json.dumps(line, default=str, ensure_ascii=False)
 
 
 @functools.lru_cache(maxsize=4)

@@ -7,12 +7,12 @@ the event routes' small JSON answers are read back.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
 from typing import Any
 
+import orjson
 from flask import Flask, Response, g, request
 
 from ingest.logs import bind, unbind
@@ -85,8 +85,8 @@ def _count_events(response: Response) -> dict[str, Any]:
         PUBLISH_FAILURES.inc()
         return {"outcome": "publish_failed"}
     try:
-        body = json.loads(response.get_data())
-    except ValueError:
+        body = orjson.loads(response.get_data())
+    except orjson.JSONDecodeError:
         body = None
     body = body if isinstance(body, dict) else {}
     if "results" in body:  # a batch: 202, or 422 when no event in it was valid

@@ -60,18 +60,18 @@ def take_queued_events(client: FlaskClient) -> list[dict[str, Any]]:
     with Connection(broker_url(client)) as connection:
         channel = connection.default_channel
         while (message := channel.basic_get(PERSIST_QUEUE, no_ack=True)) is not None:
-            args = json.loads(message.body)[0]
-            found.extend(_events_in(args))
+            found.extend(_events_in(json.loads(message.body)[0]))
     return found
 
 
-def _events_in(value: Any) -> Iterator[dict[str, Any]]:
-    # One event or a list of them, however the API grouped events into task arguments.
-    if isinstance(value, dict) and "event_id" in value:
-        yield value
-    elif isinstance(value, list):
-        for item in value:
-            yield from _events_in(item)
+def _events_in(args: list[Any]) -> list[dict[str, Any]]:
+    """persist_event's one event, or persist_events' events, sent as one JSON text."""
+    if len(args) == 1:
+        return [args[0]]
+    event_ids, events_json = args
+    events = json.loads(events_json)
+    assert [event["event_id"] for event in events] == event_ids
+    return events
 
 
 def assert_problem(response: TestResponse, status: int) -> dict[str, Any]:
