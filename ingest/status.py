@@ -1,6 +1,7 @@
 """What is known about one event: served by GET /v1/events/<id> and `ingest status`.
 
-PostgreSQL says whether it is stored; MySQL itself says whether the projection holds it.
+PostgreSQL says whether it is stored, and whether MySQL refused it for good; MySQL itself says
+whether the projection holds it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from ingest.config import Settings
 from models import Event, engine_for
+from models.postgres import ProjectionRefusal
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +28,11 @@ def event_status(settings: Settings, event_id: str) -> dict[str, Any] | None:
     if row is None:
         return None
     projection, projected_at = _projection(settings, event_id)
+    refusal = None
+    if projection in ("pending", "unknown"):
+        refusal = _refusal(settings, event_id)
+        if refusal is not None:
+            projection = "refused"
     return {
         "event_id": row.event_id,
         "event_type": row.event_type,
@@ -34,6 +41,7 @@ def event_status(settings: Settings, event_id: str) -> dict[str, Any] | None:
         "stored_at": _iso(row.stored_at),
         "projection": projection,
         "projected_at": _iso(projected_at),
+        "refusal": refusal,
         "conflict": row.conflict_payload_sha256 is not None,
         "conflict_at": _iso(row.conflict_at),
     }
@@ -55,6 +63,19 @@ def _projection(settings: Settings, event_id: str) -> tuple[str, datetime | None
     if projected_at is None:
         return "pending", None
     return "done", projected_at.replace(tzinfo=UTC)  # MySQL keeps UTC without an offset
+
+
+def _refusal(settings: Settings, event_id: str) -> dict[str, Any] | None:
+    """Why MySQL refused the event for good, if it did (the record goes once MySQL takes it)."""
+    with Session(engine_for(settings.postgres_url)) as session:
+        refusal = session.get(ProjectionRefusal, event_id)
+    if refusal is None:
+        return None
+    return {
+        "error_code": refusal.error_code,
+        "error_message": refusal.error_message,
+        "refused_at": _iso(refusal.refused_at),
+    }
 
 
 def _iso(moment: datetime | None) -> str | None:

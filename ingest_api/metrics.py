@@ -111,6 +111,11 @@ class PipelineCollector(Collector):
                     "while MySQL lacks events; 0 when it holds them all.",
                     figures["lag"],
                 )
+                yield _gauge(
+                    "ingest_projection_refused",
+                    "Stored events MySQL refused for good (ingest refusals list).",
+                    figures["refused"],
+                )
         try:
             dead = self._dead_letters()
         except Exception as exc:  # noqa: BLE001 - a scrape must still answer
@@ -128,12 +133,16 @@ class PipelineCollector(Collector):
                 text("SELECT count(*) FROM events_projection")
             ).scalar_one()
         pending = max(stored - projected, 0)
-        lag = 0.0
+        lag = refused = 0.0
         if pending:
-            # The oldest event the reconciler has not yet found in MySQL bounds the lag.
+            # The oldest event the reconciler has not yet found in MySQL bounds the lag; only a
+            # row MySQL lacks can be refused, and the table of them is small.
             with engine_for(self.settings.postgres_url).connect() as connection:
                 lag = connection.execute(text(OLDEST_UNCHECKED_AGE)).scalar_one()
-        return {"stored": stored, "pending": pending, "lag": float(lag)}
+                refused = connection.execute(
+                    text("SELECT count(*) FROM projection_refusals")
+                ).scalar_one()
+        return {"stored": stored, "pending": pending, "lag": float(lag), "refused": float(refused)}
 
     def _dead_letters(self) -> int:
         timeout = self.settings.publish_timeout

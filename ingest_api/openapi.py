@@ -81,6 +81,18 @@ class BatchResultSchema(Schema):
     )
 
 
+class RefusalSchema(Schema):
+    error_code = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "MySQL's error code, e.g. 4025 (json_valid) or 1153 (too large)."},
+    )
+    error_message = fields.String(required=True, metadata={"description": "MySQL's message."})
+    refused_at = fields.DateTime(
+        required=True, metadata={"description": "When MySQL last refused it."}
+    )
+
+
 class EventStatusSchema(Schema):
     event_id = fields.String(required=True)
     event_type = fields.String(required=True)
@@ -89,14 +101,21 @@ class EventStatusSchema(Schema):
     stored_at = fields.DateTime(required=True)
     projection = fields.String(
         required=True,
-        validate=validate.OneOf(["done", "pending", "off", "unknown"]),
+        validate=validate.OneOf(["done", "pending", "refused", "off", "unknown"]),
         metadata={
             "description": "Whether MySQL holds the event: off when the projection is off, "
-            "unknown when MySQL could not be read."
+            "unknown when MySQL could not be read, refused when MySQL refused it for good "
+            "(`refusal` says why; the other events go on without it)."
         },
     )
     projected_at = fields.DateTime(
         required=True, allow_none=True, metadata={"description": "When MySQL last took it."}
+    )
+    refusal = fields.Nested(
+        RefusalSchema,
+        required=True,
+        allow_none=True,
+        metadata={"description": "Why MySQL refused the event; null unless it did."},
     )
     conflict = fields.Boolean(
         required=True,

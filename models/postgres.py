@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Identity, Index, String, func, text
+from sqlalchemy import BigInteger, DateTime, Identity, Index, Integer, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -81,4 +81,23 @@ class ProjectionCheckpoint(Base):
     event_pk: Mapped[int] = mapped_column(BigInteger, comment="id of the last event checked.")
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), comment="When it last moved."
+    )
+
+
+class ProjectionRefusal(Base):
+    """A stored event MySQL refused for good: kept out of the way of the others, until a retry
+    gets it in (`ingest refusals retry`)."""
+
+    __tablename__ = "projection_refusals"
+    __table_args__ = ({"comment": "Stored events MySQL refused, with why; none = none refused."},)
+
+    event_id: Mapped[str] = mapped_column(
+        String(128), primary_key=True, comment="The refused event (events.event_id)."
+    )
+    error_code: Mapped[int | None] = mapped_column(
+        Integer, comment="MySQL's error code, e.g. 4025 (json_valid) or 1153 (packet too large)."
+    )
+    error_message: Mapped[str] = mapped_column(Text, comment="MySQL's error message.")
+    refused_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), comment="When MySQL last refused it."
     )

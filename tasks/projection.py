@@ -5,6 +5,11 @@ PostgreSQL as ready-made MySQL text (nothing to parse or convert in Python) and 
 one statement. PostgreSQL keeps no per-row bookkeeping: MySQL itself says which events it
 holds. The reconciler walks `events` once, in the order of the transactions that inserted them,
 from a checkpoint, and projects whatever MySQL lacks.
+
+A row MySQL refuses for what it holds fails its whole statement: the rows are then split in
+halves until the refused ones stand alone, the others go in, and each refused row is recorded in
+PostgreSQL's `projection_refusals` (with MySQL's error) instead of failing the task or stopping
+the reconciler. A later projection that MySQL takes clears the record.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import takewhile
+from typing import Any
 
 from celery import Task
 from sqlalchemy import text
@@ -23,7 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from ingest.config import Settings
 from models import engine_for
 from models.engines import execute
-from models.errors import is_transient
+from models.errors import is_refusal, is_transient, mysql_error
 from tasks.backoff import backoff_seconds
 from tasks.celery_app import app
 
@@ -42,14 +48,24 @@ ON DUPLICATE KEY UPDATE
 """
 
 # Rows as MySQL takes them, all text: times as DATETIME(6) literals in UTC, the payload as
-# the jsonb's text (the text payload_sha256 hashes). Nothing to convert in Python.
-MYSQL_TIME = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+# the jsonb's text (the text payload_sha256 hashes). Nothing to convert in Python. The last
+# column says whether MySQL refused the row before, so taking it now clears that record.
+MYSQL_TIME = "to_char(events.{} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
 STORED_ROWS = f"""
-SELECT event_id, event_type, source, {MYSQL_TIME.format("occurred_at")},
+SELECT events.event_id, event_type, source, {MYSQL_TIME.format("occurred_at")},
        {MYSQL_TIME.format("received_at")}, {MYSQL_TIME.format("stored_at")},
-       payload::text, payload_sha256
-FROM events WHERE event_id = ANY(%s)
+       payload::text, payload_sha256, projection_refusals.event_id IS NOT NULL AS refused_before
+FROM events LEFT JOIN projection_refusals USING (event_id)
+WHERE events.event_id = ANY(%s)
 """
+
+RECORD_REFUSAL = """
+INSERT INTO projection_refusals (event_id, error_code, error_message, refused_at)
+VALUES (%s, %s, %s, now())
+ON CONFLICT (event_id) DO UPDATE SET error_code = excluded.error_code,
+    error_message = excluded.error_message, refused_at = excluded.refused_at
+"""
+CLEAR_REFUSALS = "DELETE FROM projection_refusals WHERE event_id = ANY(%s)"
 
 # The events after the checkpoint, in the order of their inserting transactions, that no
 # running transaction can still add to: every transaction older than the snapshot's xmin ended.
@@ -98,15 +114,51 @@ def project_to_mysql(self: Task, event_ids: list[str], maybe_projected: Sequence
 
 def project(settings: Settings, event_ids: Sequence[str]) -> int:
     """Upsert the stored events among `event_ids` into MySQL as PostgreSQL holds them, in one
-    statement. Safe to run twice. Returns how many rows it upserted."""
+    statement; rows MySQL refuses for good are recorded, not retried. Safe to run twice.
+    Returns how many rows MySQL took."""
     assert settings.mysql_url
     if not event_ids:
         return 0
     rows = execute(settings.postgres_url, STORED_ROWS, (list(event_ids),))
-    if rows:
-        projected_at = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")
-        execute(settings.mysql_url, UPSERT_PROJECTION, [(*row, projected_at) for row in rows])
-    return len(rows)
+    if not rows:
+        return 0
+    projected_at = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")
+    refused = upsert(settings.mysql_url, [(*row[:-1], projected_at) for row in rows])
+    if refused:
+        logger.warning(
+            "MySQL refused events for good; they are recorded in projection_refusals",
+            extra={
+                "event_ids": list(refused),
+                "error_codes": sorted({code for code, _ in refused.values() if code}),
+            },
+        )
+        execute(
+            settings.postgres_url,
+            RECORD_REFUSAL,
+            [(event_id, code, message) for event_id, (code, message) in refused.items()],
+        )
+    taken_again = [
+        row.event_id for row in rows if row.refused_before and row.event_id not in refused
+    ]
+    if taken_again:
+        execute(settings.postgres_url, CLEAR_REFUSALS, (taken_again,))
+    return len(rows) - len(refused)
+
+
+def upsert(mysql_url: str, rows: list[tuple[Any, ...]]) -> dict[str, tuple[int | None, str]]:
+    """Upsert `rows` (event_id first); when MySQL refuses one for good, split them in halves
+    until each refused row stands alone and the others are in. Returns the refused rows'
+    event ids with MySQL's error code and message."""
+    try:
+        execute(mysql_url, UPSERT_PROJECTION, rows)
+    except DBAPIError as exc:
+        if not is_refusal(exc):
+            raise
+        if len(rows) == 1:
+            return {rows[0][0]: mysql_error(exc)}
+        middle = len(rows) // 2
+        return {**upsert(mysql_url, rows[:middle]), **upsert(mysql_url, rows[middle:])}
+    return {}
 
 
 def missing_in_mysql(mysql_url: str, event_ids: Sequence[str]) -> list[str]:

@@ -96,7 +96,7 @@ def client(app: Flask) -> FlaskClient:
 def reset(settings: Settings) -> None:
     """Empty both tables and every queue."""
     with engine_for(settings.postgres_url).begin() as connection:
-        connection.execute(text("TRUNCATE events, projection_checkpoint"))
+        connection.execute(text("TRUNCATE events, projection_checkpoint, projection_refusals"))
     assert settings.mysql_url
     with engine_for(settings.mysql_url).begin() as connection:
         connection.execute(text("TRUNCATE events_projection"))

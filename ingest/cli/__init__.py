@@ -14,6 +14,7 @@ import click
 from ingest.cli.context import CliContext
 from ingest.cli.dead_letters import dead_letters
 from ingest.cli.maintenance import migrate_command, reconcile_command, status_command
+from ingest.cli.refusals import refusals_group
 from ingest.cli.send import send_command
 from ingest.cli.services import (
     beat_command,
@@ -55,6 +56,7 @@ for command in (
     migrate_command,
     reconcile_command,
     status_command,
+    refusals_group,
     dead_letters,
     send_command,
 ):
