@@ -1,5 +1,7 @@
-"""Fault 5: PostgreSQL down for a minute mid-run. The API keeps accepting, persist retries with
-backoff and no cap, every event is stored once PostgreSQL is back, nothing is dead-lettered.
+"""Fault 5: PostgreSQL down for a minute mid-run, or read-only for a while (a failover onto a
+standby, `default_transaction_read_only`). The API keeps accepting, persist retries with
+backoff and no cap, every event is stored once PostgreSQL takes writes again, nothing is
+dead-lettered.
 
 The broker here has a 5 s consumer_timeout, so the retries (delays up to 60 s) also show
 fault 8 under real load: no worker holds a message while it waits."""
@@ -10,11 +12,12 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
 from ingest.config import Settings
-from tests.conftest import migrate, reset
+from tests.conftest import admin_sql, migrate, reset
 from tests.faults import (
     Traffic,
     api,
@@ -107,3 +110,68 @@ def test_a_postgres_outage_mid_run_is_retried_with_backoff_and_loses_nothing(
     assert max(retries.values()) > CELERY_DEFAULT_MAX_RETRIES
     assert max(retries.values()) <= 15
     assert "PRECONDITION_FAILED" not in persist.output()
+
+
+READ_ONLY_SECONDS = 5
+
+
+@contextmanager
+def read_only(postgres: PostgresServer, database: str) -> Iterator[None]:
+    """`database` read-only, as a standby after a failover is: every session, new or pooled,
+    gets SQLSTATE 25006 on a write until the block exits."""
+    # The admin session works from another database, so the setting never binds it.
+    admin = postgres.url.rsplit("/", 1)[0] + "/template1"
+    admin_sql(admin, f"ALTER DATABASE {database} SET default_transaction_read_only = on")
+    try:
+        # Sessions read the setting when they start: end the pooled ones.
+        admin_sql(
+            admin,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{database}' AND pid <> pg_backend_pid()",
+        )
+        yield
+    finally:
+        admin_sql(admin, f"ALTER DATABASE {database} RESET default_transaction_read_only")
+        admin_sql(
+            admin,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{database}' AND pid <> pg_backend_pid()",
+        )
+
+
+def test_a_read_only_postgres_mid_run_is_retried_and_dead_letters_nothing(
+    faulty: Settings, postgres: PostgresServer
+) -> None:
+    database = faulty.postgres_url.rsplit("/", 1)[1]
+    with api(faulty) as app, running_workers(faulty) as (persist, _):
+        traffic = Traffic(app, "read-only", pause=0.05).start()
+        wait_until(lambda: stored_count(faulty) >= 200, what="the run to be under way")
+
+        with read_only(postgres, database):
+            stored_before = stored_count(faulty)
+            time.sleep(READ_ONLY_SECONDS)
+            # Read while writes are refused: a reader's session is read-only too, and fine.
+            stored_during = stored_count(faulty) - stored_before
+        traffic.stop()
+
+        wait_until_stored(faulty, traffic.acknowledged, timeout=120)
+        assert_stored_exactly_once(faulty, traffic.acknowledged, traffic.sent)
+        wait_until_projected(faulty)
+        assert persist.process.poll() is None
+
+    # PostgreSQL's own log says what it refused.
+    refusals = (
+        (postgres.base / "pg.log")
+        .read_text()
+        .count("cannot execute INSERT in a read-only transaction")
+    )
+    retries = retries_by_task(persist.output())
+    print(
+        f"read-only for {READ_ONLY_SECONDS}s: {len(traffic.acknowledged)} events acknowledged, "
+        f"{refusals} inserts refused, {len(retries)} tasks retried, "
+        f"{stored_during} stored meanwhile"
+    )
+    assert stored_during == 0, "PostgreSQL took writes while read-only"
+    assert refusals > 0 and retries, "no insert met the read-only database"
+    assert not traffic.refused
+    assert dead_letters(faulty) == []
