@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import calendar
 import re
+import sys
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, ClassVar
 
+import orjson
 from marshmallow import (
     RAISE,
     Schema,
@@ -22,8 +25,19 @@ RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:(?P<second>\d{2})(\.\d{1,9})?"
     r"(?P<offset>[Zz]|[+-]\d{2}:\d{2})?$"
 )
-# Deeper payloads are almost always a mistake or an attack, and cost every reader.
-MAX_PAYLOAD_DEPTH = 32
+# What both stores hold of a payload (MySQL 8's limits too, beside MariaDB's):
+# MariaDB's JSON check (json_valid) refuses more than 31 levels of objects and arrays.
+MAX_PAYLOAD_DEPTH = 31
+# MySQL 8 holds an integer past 64 bits as a double, and refuses one past a double's range.
+MAX_PAYLOAD_INTEGER = int(sys.float_info.max)
+# MySQL 8's binary JSON keeps a key's length in 16 bits.
+MAX_PAYLOAD_KEY_BYTES = 65_535
+# The payload as PostgreSQL writes it out (every number in full: 5e-324 takes 326 characters)
+# goes to MySQL in one statement, escaped to at most twice its size: a quarter of MariaDB's
+# default max_allowed_packet (16 MiB) leaves room for that and the other columns.
+MAX_STORED_PAYLOAD_BYTES = 4 * 1024 * 1024
+# A key this long or shorter has at most MAX_PAYLOAD_KEY_BYTES bytes in UTF-8, uncounted.
+SHORT_KEY_CHARS = MAX_PAYLOAD_KEY_BYTES // 4
 # Unknown fields named one by one in `errors`; past these, the rest are only counted.
 MAX_NAMED_UNKNOWN_FIELDS = 10
 
@@ -127,22 +141,72 @@ def reject_nul(value: str) -> None:
         raise ValidationError("NUL characters are not allowed.")
 
 
+DEPTH_ERROR = (
+    f"Nested deeper than {MAX_PAYLOAD_DEPTH} levels of objects and arrays (the payload is the "
+    "first), the most MySQL holds."
+)
+
+
 def check_payload(payload: dict[str, Any]) -> None:
-    """PostgreSQL's jsonb holds no NUL character; depth is bounded. Walks without recursion."""
+    """What both PostgreSQL's jsonb and MySQL's JSON hold: no NUL character (jsonb), bounded
+    depth, integers, keys and size (MySQL). Walks without recursion, and measures the payload
+    as PostgreSQL will write it out on the way (strings escaped as orjson escapes them)."""
+    stored_bytes = 0
     stack: list[tuple[Any, int]] = [(payload, 1)]
     while stack:
         value, depth = stack.pop()
-        if depth > MAX_PAYLOAD_DEPTH:
-            raise ValidationError(f"Nested deeper than {MAX_PAYLOAD_DEPTH} levels.")
-        if isinstance(value, dict):
+        kind = type(value)
+        if kind is dict:
+            if depth > MAX_PAYLOAD_DEPTH:
+                raise ValidationError(DEPTH_ERROR)
+            # {"key": value, ...}: braces, and ": " and ", " around each member
+            stored_bytes += 4 * len(value) if value else 2
             for key, item in value.items():
                 if "\x00" in key:
                     raise ValidationError("NUL characters are not allowed in keys.")
+                if len(key) > SHORT_KEY_CHARS and len(key.encode()) > MAX_PAYLOAD_KEY_BYTES:
+                    raise ValidationError(
+                        f"A key is {len(key.encode())} bytes long, over the limit of "
+                        f"{MAX_PAYLOAD_KEY_BYTES} bytes (in UTF-8) that MySQL holds."
+                    )
+                stored_bytes += len(orjson.dumps(key))
                 stack.append((item, depth + 1))
-        elif isinstance(value, list):
+        elif kind is list:
+            if depth > MAX_PAYLOAD_DEPTH:
+                raise ValidationError(DEPTH_ERROR)
+            stored_bytes += 2 * len(value) if value else 2
             stack.extend((item, depth + 1) for item in value)
-        elif isinstance(value, str) and "\x00" in value:
-            raise ValidationError("NUL characters are not allowed in strings.")
+        elif kind is str:
+            if "\x00" in value:
+                raise ValidationError("NUL characters are not allowed in strings.")
+            stored_bytes += len(orjson.dumps(value))
+        elif kind is int:
+            if not -MAX_PAYLOAD_INTEGER <= value <= MAX_PAYLOAD_INTEGER:
+                raise ValidationError(
+                    f"An integer of {len(str(abs(value)))} digits is out of range: integers must "
+                    f"be within a double's range (at most {sys.float_info.max:.17g} in size), "
+                    "which MySQL holds."
+                )
+            stored_bytes += len(str(value))
+        elif kind is float:
+            stored_bytes += stored_number_bytes(value)
+        else:  # true, false, null
+            stored_bytes += 5 if value is False else 4
+    if stored_bytes > MAX_STORED_PAYLOAD_BYTES:
+        raise ValidationError(
+            f"The payload is {stored_bytes} bytes as PostgreSQL stores it (every number written "
+            f"out in full, a space after each : and ,), over the limit of "
+            f"{MAX_STORED_PAYLOAD_BYTES} bytes that goes to MySQL in one statement."
+        )
+
+
+def stored_number_bytes(value: float) -> int:
+    """Characters of a double as PostgreSQL's jsonb writes it: in full, never with an exponent
+    (1e300 is 301 digits), and -0.0 as 0.0."""
+    text = orjson.dumps(value)
+    if b"e" in text:
+        text = format(Decimal(text.decode()), "f").encode()
+    return len(text.lstrip(b"-")) + (value < 0)
 
 
 class StrictSchema(Schema):
