@@ -50,9 +50,11 @@ class EventGrouper:
         pending = _Pending(event, size, request_id, time.monotonic() + self.publisher.timeout)
         self._ensure_thread()
         self._queue.put(pending)
-        # The publishing thread answers by the deadline; the margin only guards against a bug.
-        if not pending.done.wait(self.publisher.timeout + 1):
-            raise PublishError("the publishing thread did not answer in time")
+        # Each request keeps its own deadline: a group is published until its latest one, and a
+        # request whose time ran out first is answered 503 (the event may be stored all the
+        # same; the client sends it again and the copy is ignored).
+        if not pending.done.wait(max(pending.deadline - time.monotonic(), 0)):
+            raise PublishError(f"the broker did not confirm within {self.publisher.timeout}s")
         if pending.error is not None:
             raise pending.error
 
@@ -104,7 +106,7 @@ class EventGrouper:
     def _publish(self, group: list[_Pending]) -> None:
         error: PublishError | None = None
         headers = {"request_id": group[0].request_id}
-        deadline = min(p.deadline for p in group)
+        deadline = max(p.deadline for p in group)
         try:
             if len(group) == 1:
                 event = group[0].event

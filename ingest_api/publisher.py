@@ -55,12 +55,16 @@ class Publisher:
                     producer=producer,
                     retry=False,
                     confirm_timeout=max(deadline - time.monotonic(), 0.001),
+                    # An unroutable message (its queue deleted) comes back instead of being
+                    # confirmed and dropped; the retry below declares the queues again.
+                    mandatory=True,
                 )
             except Exception as exc:
                 _close(producer)
                 producer = None
                 if pooled and deadline - time.monotonic() > 0:
-                    # An idle connection may have died with a broker restart: try a fresh one.
+                    # An idle connection may have died with a broker restart, or the queues
+                    # may be gone: try a fresh connection, which declares them.
                     self._drain()
                     pooled = False
                     continue

@@ -81,6 +81,18 @@ def settings() -> Iterator[Settings]:
     _rabbitmqctl("delete_vhost", vhost)
 
 
+@pytest.fixture
+def private_vhost(settings: Settings) -> Iterator[Settings]:
+    """The run's databases and a RabbitMQ vhost of this test's own, with no worker on it."""
+    vhost = f"{settings.broker_url.rsplit('/', 1)[1]}-private"
+    _rabbitmqctl("add_vhost", vhost)
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield settings.replace(broker_url=settings.broker_url.rsplit("/", 1)[0] + f"/{vhost}")
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
 @pytest.fixture(scope="session")
 def app(settings: Settings) -> Iterator[Flask]:
     app = create_app(settings)

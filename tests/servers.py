@@ -8,12 +8,15 @@ on 5672, 5432 and 3306 are never touched. Recipes: /work/shared/RECIPES.md.
 from __future__ import annotations
 
 import os
+import queue
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -349,3 +352,56 @@ def private_mariadb() -> Iterator[MariaDBServer]:
             yield server
         finally:
             server.cleanup()
+
+
+class DelayingProxy:
+    """A TCP proxy to `upstream` on a free port of 127.0.0.1 that holds every byte coming back
+    from the server for `delay` seconds (in order): a broker whose confirms come late."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.delay = 0.0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            server = socket.create_connection(self.upstream)
+            self.sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
+            held: queue.SimpleQueue[tuple[float, bytes]] = queue.SimpleQueue()
+            threading.Thread(target=self._hold, args=(server, held), daemon=True).start()
+            threading.Thread(target=self._release, args=(held, client), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        with suppress(OSError):
+            while chunk := source.recv(65536):
+                target.sendall(chunk)
+
+    def _hold(self, source: socket.socket, held: queue.SimpleQueue[tuple[float, bytes]]) -> None:
+        with suppress(OSError):
+            while chunk := source.recv(65536):
+                held.put((time.monotonic() + self.delay, chunk))
+        held.put((0.0, b""))
+
+    @staticmethod
+    def _release(held: queue.SimpleQueue[tuple[float, bytes]], target: socket.socket) -> None:
+        with suppress(OSError):
+            while True:
+                due, chunk = held.get()
+                if not chunk:
+                    return
+                time.sleep(max(due - time.monotonic(), 0))
+                target.sendall(chunk)
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            with suppress(OSError):
+                sock.close()
