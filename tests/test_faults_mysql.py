@@ -1,6 +1,6 @@
 """MySQL out of reach, and fault 6: the projection's publish refused while MySQL is down for
 longer than the projection's retries. PostgreSQL never waits for MySQL; the reconciler
-completes the projection once MySQL is back."""
+completes the projection once MySQL is back, past a row MySQL refuses for good."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from flask import Flask
 
 from ingest.config import Settings
 from tasks.celery_app import create_celery
-from tests.conftest import READ_AUTH, migrate, reset
+from tests.conftest import READ_AUTH, event, migrate, reset
 from tests.faults import (
     Traffic,
     api,
@@ -25,6 +25,7 @@ from tests.faults import (
     wait_until_projected,
     wait_until_stored,
 )
+from tests.poison import persist_as_sent, refusals, too_deep_for_mariadb
 from tests.servers import MariaDBServer, RabbitNode, private_mariadb, private_rabbitmq
 from tests.support import running_workers, stored_count, wait_until
 
@@ -136,4 +137,49 @@ def test_a_refused_projection_publish_and_a_long_mysql_outage_are_repaired(
     acknowledged = refused.acknowledged | retried.acknowledged
     assert_stored_exactly_once(faulty, acknowledged, acknowledged)
     assert projected_ids(faulty) == acknowledged
+    assert dead_letters(faulty) == []
+
+
+def test_a_refused_row_after_a_long_mysql_outage_holds_back_none_of_the_others(
+    faulty: Settings, mariadb: MariaDBServer
+) -> None:
+    mariadb.kill()
+    try:
+        with (
+            api(faulty) as app,
+            running_worker(faulty, "ingest.persist", "persist"),
+            running_worker(faulty, "ingest.projection", "projector") as projector,
+        ):
+            before = Traffic(app, "before").run(limit=100)
+            # One message, one row in it that MySQL will refuse, among good ones.
+            batch = [event(f"batch-{number}") for number in range(9)]
+            batch.insert(4, event("poisoned", payload=too_deep_for_mariadb()))
+            persist_as_sent(faulty, batch)
+            sent = before.acknowledged | {item["event_id"] for item in batch}
+            wait_until_stored(faulty, sent)
+            wait_until(
+                lambda: sent <= given_up(projector.output()),
+                timeout=60,
+                what="the projection to run out of retries",
+            )
+
+            mariadb.start()
+            with running_beat(faulty):
+                after = Traffic(app, "after").run(limit=50)
+                sent |= after.acknowledged
+                good = sent - {"poisoned"}
+                wait_until(
+                    lambda: projected_ids(faulty) == good,
+                    timeout=120,
+                    interval=0.5,
+                    what="every good event in MySQL",
+                )
+            status = app.test_client().get("/v1/events/poisoned", headers=READ_AUTH).json
+    finally:
+        if not mariadb.running():
+            mariadb.start()
+
+    assert_stored_exactly_once(faulty, sent, sent)
+    assert refusals(faulty) == {"poisoned": 4025}
+    assert (status["projection"], status["refusal"]["error_code"]) == ("refused", 4025)
     assert dead_letters(faulty) == []
