@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 # SQLSTATE classes and codes that pass: a server going away, restarting or read-only for a
 # while (failover, default_transaction_read_only), locks, serialization, cancelled statements.
 TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58")
-TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "55006", "57014"})
+TRANSIENT_SQLSTATES = frozenset({"25006", "40001", "40P01", "55P03", "55006", "57014"})
 
 # MySQL/MariaDB client and server errors that pass: no connection, connection lost, server
 # gone away or shutting down, too many connections, lock wait timeout, deadlock, read-only.
