@@ -11,6 +11,7 @@ import math
 import random
 import re
 import struct
+import sys
 import time
 import tracemalloc
 import zlib
@@ -118,7 +119,8 @@ TIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
-MAX_PAYLOAD_DEPTH = 32
+MAX_PAYLOAD_DEPTH = 31
+MAX_PAYLOAD_INTEGER = int(sys.float_info.max)
 MAX_EVENT_BYTES, MAX_BATCH_EVENTS, MAX_BODY_BYTES = 1024, 4, 8192
 
 
@@ -137,13 +139,16 @@ def is_time(value: Any) -> bool:
 
 
 def is_clean(value: Any, depth: int = 1) -> bool:
-    """No NUL in a key or string, and no value deeper than MAX_PAYLOAD_DEPTH."""
-    if depth > MAX_PAYLOAD_DEPTH:
+    """No NUL in a key or string, no object or array deeper than MAX_PAYLOAD_DEPTH, no integer
+    beyond a double's range."""
+    if isinstance(value, (dict, list)) and depth > MAX_PAYLOAD_DEPTH:
         return False
     if isinstance(value, dict):
         return all("\x00" not in k and is_clean(v, depth + 1) for k, v in value.items())
     if isinstance(value, list):
         return all(is_clean(item, depth + 1) for item in value)
+    if isinstance(value, int) and abs(value) > MAX_PAYLOAD_INTEGER:
+        return False
     return not (isinstance(value, str) and "\x00" in value)
 
 

@@ -192,7 +192,7 @@ CASES = {
     "payload null": invalid("payload", "may not be null", payload=None),
     "NUL in a payload string": invalid("payload", "NUL", payload={"note": "a\x00b"}),
     "NUL in a payload key": invalid("payload", "NUL", payload={"no\x00te": 1}),
-    "payload 33 deep": invalid("payload", "deeper than 32", payload=nested(33)),
+    "payload 32 deep": invalid("payload", "deeper than 31 levels", payload=nested(32)),
     "body a list": Bad(encode([VALID_EVENT]), 422, says="a JSON object"),
     "body a string": Bad(b'"event"', 422, says="a JSON object"),
     # 413: over a limit; the body names the limit and its value
@@ -352,7 +352,7 @@ def exactly(size: int) -> dict[str, Any]:
 def test_every_limit_itself_is_accepted(limited: FlaskClient) -> None:
     take_queued_events(limited)
     at_limits = [
-        event("a" * 128, event_type="t" * 128, source="s" * 128, payload=nested(32)),
+        event("a" * 128, event_type="t" * 128, source="s" * 128, payload=nested(31)),
         exactly(MAX_EVENT_BYTES),
         event("time-1", occurred_at="1000-01-01T00:00:00Z"),
         event("time-2", occurred_at="9999-12-31T23:59:59.999999-00:00"),
