@@ -68,10 +68,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_cors(app, settings.cors_origins)
 
     from ingest_api.events import events
-    from ingest_api.health import health
+    from ingest_api.health import init_health
 
     app.register_blueprint(events)
-    app.register_blueprint(health)
+    init_health(app, settings, publisher)
     init_metrics(app, settings, publisher.celery)
     init_openapi(app, settings)
     return app

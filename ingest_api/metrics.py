@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import text
 
 from ingest.config import Settings
+from ingest_api.cached import Cached
 from models import engine_for
 from tasks.topology import DEAD_QUEUE
 
@@ -59,6 +60,11 @@ WHERE (insert_xid, id) > (SELECT coalesce(max(insert_xid), -1), coalesce(max(eve
                           FROM projection_checkpoint)
 """
 
+FIGURES_MAX_AGE = 5.0
+WORKER_SUMS_MAX_AGE = 1.0
+# A count that takes longer leaves its figures out of that scrape rather than holding it.
+STATEMENT_TIMEOUT_MS = 2000
+
 metrics = Blueprint("metrics", __name__)
 
 
@@ -70,18 +76,30 @@ def method_label(method: str) -> str:
 def scrape() -> Response:
     """No key needed: Prometheus scrapes it. Holds counts and ages, never event content."""
     registry = CollectorRegistry(auto_describe=False)
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        MultiProcessCollector(registry)
-    else:
-        registry.register(REGISTRY)
+    registry.register(current_app.extensions["ingest.request_metrics"])
     registry.register(current_app.extensions["ingest.pipeline_collector"])
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return Response(encoder(registry), content_type=content_type)
 
 
 def init_metrics(app: Flask, settings: Settings, celery: Celery) -> None:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    app.extensions["ingest.request_metrics"] = WorkerSums(directory) if directory else REGISTRY
     app.extensions["ingest.pipeline_collector"] = PipelineCollector(settings, celery)
     app.register_blueprint(metrics)
+
+
+class WorkerSums(Collector):
+    """Every server worker's counters, summed from their files at most once per
+    WORKER_SUMS_MAX_AGE seconds: reading them all is what a scrape costs."""
+
+    def __init__(self, directory: str) -> None:
+        files = CollectorRegistry(auto_describe=False)
+        MultiProcessCollector(files, path=directory)
+        self.families = Cached(lambda: list(files.collect()), WORKER_SUMS_MAX_AGE)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families.get())
 
 
 class PipelineCollector(Collector):
@@ -91,12 +109,15 @@ class PipelineCollector(Collector):
     def __init__(self, settings: Settings, celery: Celery) -> None:
         self.settings = settings
         self.celery = celery
+        # However often /metrics is scraped, each API process reads these this often at most.
+        self.database_figures = Cached(self._database_figures, FIGURES_MAX_AGE)
+        self.dead_letters = Cached(self._dead_letters, FIGURES_MAX_AGE)
 
     def collect(self) -> Iterator[Metric]:
         try:
-            figures = self._postgres_figures()
+            figures = self.database_figures.get()
         except Exception as exc:  # noqa: BLE001 - a scrape must still answer
-            logger.warning("Metrics: PostgreSQL could not be read: %s", exc)
+            logger.warning("Metrics: the databases could not be read: %s", exc)
         else:
             yield _gauge("ingest_events_stored", "Events stored in PostgreSQL.", figures["stored"])
             if self.settings.mysql_url:
@@ -117,14 +138,15 @@ class PipelineCollector(Collector):
                     figures["refused"],
                 )
         try:
-            dead = self._dead_letters()
+            dead = self.dead_letters.get()
         except Exception as exc:  # noqa: BLE001 - a scrape must still answer
             logger.warning("Metrics: the dead-letter queue could not be read: %s", exc)
         else:
             yield _gauge("ingest_dead_letter_messages", f"Messages parked in {DEAD_QUEUE}.", dead)
 
-    def _postgres_figures(self) -> Mapping[str, float]:
-        with engine_for(self.settings.postgres_url).connect() as connection:
+    def _database_figures(self) -> Mapping[str, float]:
+        with engine_for(self.settings.postgres_url).begin() as connection:
+            connection.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
             stored = connection.execute(text("SELECT count(*) FROM events")).scalar_one()
         if not self.settings.mysql_url:
             return {"stored": stored}
@@ -137,7 +159,8 @@ class PipelineCollector(Collector):
         if pending:
             # The oldest event the reconciler has not yet found in MySQL bounds the lag; only a
             # row MySQL lacks can be refused, and the table of them is small.
-            with engine_for(self.settings.postgres_url).connect() as connection:
+            with engine_for(self.settings.postgres_url).begin() as connection:
+                connection.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
                 lag = connection.execute(text(OLDEST_UNCHECKED_AGE)).scalar_one()
                 refused = connection.execute(
                     text("SELECT count(*) FROM projection_refusals")

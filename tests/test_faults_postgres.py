@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import pytest
 
 from ingest.config import Settings
+from ingest_api.health import READINESS_MAX_AGE
 from tests.conftest import admin_sql, migrate, reset
 from tests.faults import (
     Traffic,
@@ -78,7 +79,12 @@ def test_a_postgres_outage_mid_run_is_retried_with_backoff_and_loses_nothing(
         postgres.stop()  # immediate: a crash, connections cut
         try:
             accepted_at_stop = len(traffic.acknowledged)
-            ready = client.get("/readyz")
+            # Readiness is checked at most every READINESS_MAX_AGE seconds per process.
+            ready = wait_until(
+                lambda: (answer := client.get("/readyz")).status_code == 503 and answer,
+                timeout=READINESS_MAX_AGE + 10,
+                what="/readyz to say PostgreSQL is down",
+            )
             time.sleep(OUTAGE_SECONDS)
             accepted_during_outage = len(traffic.acknowledged) - accepted_at_stop
         finally:

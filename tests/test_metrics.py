@@ -8,11 +8,12 @@ import random
 import signal
 import string
 import subprocess
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
 import requests
 from flask.testing import FlaskClient
 from kombu import Connection, Producer
@@ -20,10 +21,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.config import Settings
 from ingest_api import create_app
+from ingest_api.metrics import WORKER_SUMS_MAX_AGE
 from models import engine_for
 from tasks.topology import DEAD_LETTER_EXCHANGE, DEAD_QUEUE_DECLARATION
 from tests.api_server import running_api
-from tests.conftest import AUTH, _rabbitmqctl, event
+from tests.conftest import AUTH, event
 from tests.servers import free_port
 from tests.support import Worker, projected_count, stored_count, wait_until
 
@@ -146,13 +148,16 @@ def test_pipeline_figures_are_read_from_the_databases_and_the_broker(
     for n in range(3):
         assert client.post("/v1/events", json=event(f"p-{n}"), headers=AUTH).status_code == 202
     wait_until(lambda: projected_count(pipeline) == 3, what="3 events in MySQL")
-    wait_until(
-        lambda: value(scrape(client), "ingest_projection_pending") == 0,
-        what="projected_at set for every event",
+    # The figures are read at most every FIGURES_MAX_AGE seconds.
+    metrics = wait_until(
+        lambda: (
+            (figures := scrape(client))
+            and value(figures, "ingest_events_stored") == 3
+            and value(figures, "ingest_projection_pending") == 0
+            and figures
+        ),
+        what="3 stored events, none pending",
     )
-
-    metrics = scrape(client)
-    assert value(metrics, "ingest_events_stored") == 3
     assert value(metrics, "ingest_projection_lag_seconds") == 0
     assert value(metrics, "ingest_dead_letter_messages") == 0
 
@@ -230,7 +235,9 @@ def test_counters_add_up_over_server_workers_even_after_one_dies(
         pids = {int(path.stem.rsplit("_", 1)[1]) for path in metrics_dir.glob("histogram_*.db")}
         assert len(pids) >= 2, "the requests should have been spread over several workers"
         assert 999999 not in {int(p.stem.rsplit("_", 1)[1]) for p in metrics_dir.glob("*.db")}
-        # Whichever worker answers the scrape, the total is the same.
+        # Whichever worker answers the scrape, the total is the same, once each worker's sums
+        # are renewed (every WORKER_SUMS_MAX_AGE seconds at most).
+        time.sleep(WORKER_SUMS_MAX_AGE)
         assert [healthz_count(api.url) for _ in range(6)] == [baseline + 120] * 6
 
         workers = children(api.process.pid)
@@ -250,28 +257,17 @@ def children(pid: int) -> list[int]:
     return [int(child) for child in found.stdout.split()]
 
 
-@pytest.fixture
-def own_vhost(clean: Settings) -> Iterator[Settings]:
-    """The run's databases behind a vhost of their own: only this test's workers consume it."""
-    vhost = f"ingest-test-{os.getpid()}-task-metrics"
-    _rabbitmqctl("add_vhost", vhost)
-    try:
-        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        yield clean.replace(broker_url=clean.broker_url.rsplit("/", 1)[0] + f"/{vhost}")
-    finally:
-        _rabbitmqctl("delete_vhost", vhost)
-
-
-def test_workers_serve_task_outcomes(own_vhost: Settings) -> None:
+def test_workers_serve_task_outcomes(clean: Settings, private_vhost: Settings) -> None:
+    # The run's emptied databases behind a vhost that only this test's workers consume.
     persist_port, projector_port = free_port(), free_port()
     persist = Worker(
-        own_vhost, "ingest.persist", "persist", INGEST_WORKER_METRICS_PORT=str(persist_port)
+        private_vhost, "ingest.persist", "persist", INGEST_WORKER_METRICS_PORT=str(persist_port)
     )
     projector = None
-    app = create_app(own_vhost)
+    app = create_app(private_vhost)
     try:
         projector = Worker(
-            own_vhost,
+            private_vhost,
             "ingest.projection",
             "projector",
             INGEST_WORKER_METRICS_PORT=str(projector_port),
@@ -281,8 +277,8 @@ def test_workers_serve_task_outcomes(own_vhost: Settings) -> None:
             assert client.post("/v1/events", json=event(f"t-{n}"), headers=AUTH).status_code == 202
         batch = {"batch": [event("t-3"), event("t-4")]}
         assert client.post("/v1/batch", json=batch, headers=AUTH).status_code == 202
-        wait_until(lambda: projected_count(own_vhost) == 5, what="5 events in MySQL")
-        assert stored_count(own_vhost) == 5
+        wait_until(lambda: projected_count(private_vhost) == 5, what="5 events in MySQL")
+        assert stored_count(private_vhost) == 5
 
         def tasks(port: int) -> dict:
             return parse(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
@@ -317,3 +313,61 @@ def test_workers_serve_task_outcomes(own_vhost: Settings) -> None:
         persist.stop()
         if projector is not None:
             projector.stop()
+
+
+SCRAPE_PAUSE = 0.1
+
+
+def test_a_scrape_storm_leaves_posts_on_time(pipeline: Settings) -> None:
+    """50 loops scraping /metrics or asking /readyz ten times a second each while events are
+    sent: the figures are read once per interval per process, however many ask, so POSTs keep
+    their pace."""
+    with running_api(pipeline) as api:
+        post_latencies(api.url, "warm-up", count=40)  # each worker connects to the broker
+        quiet = post_latencies(api.url, "quiet")
+        stop = threading.Event()
+
+        def scrape_loop(path: str) -> None:
+            with requests.Session() as session:
+                while not stop.wait(SCRAPE_PAUSE):
+                    session.get(f"{api.url}{path}", timeout=10)
+
+        loops = [
+            threading.Thread(target=scrape_loop, args=("/metrics" if n % 2 else "/readyz",))
+            for n in range(50)
+        ]
+        for loop in loops:
+            loop.start()
+        try:
+            stormy = post_latencies(api.url, "storm")
+        finally:
+            stop.set()
+            for loop in loops:
+                loop.join(timeout=30)
+    quiet_p99, stormy_p99 = percentile(quiet, 99), percentile(stormy, 99)
+    print(f"POST p99: {quiet_p99 * 1000:.1f} ms quiet, {stormy_p99 * 1000:.1f} ms in the storm")
+    assert stormy_p99 <= 2 * quiet_p99
+
+
+def post_latencies(url: str, prefix: str, count: int = 400) -> list[float]:
+    """Seconds each of `count` POSTs took, from 4 clients."""
+
+    def send(client: int) -> list[float]:
+        taken = []
+        with requests.Session() as session:
+            for n in range(count // 4):
+                began = time.monotonic()
+                response = session.post(
+                    f"{url}/v1/events", json=event(f"{prefix}-{client}-{n}"), headers=AUTH
+                )
+                taken.append(time.monotonic() - began)
+                assert response.status_code == 202
+        return taken
+
+    with ThreadPoolExecutor(4) as pool:
+        return [seconds for taken in pool.map(send, range(4)) for seconds in taken]
+
+
+def percentile(values: list[float], quantile: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(quantile / 100 * len(ordered)))]
