@@ -267,7 +267,13 @@ class EventSchema(StrictSchema):
         required=True,
         # JSON object keys are strings already; check_payload looks inside them.
         validate=check_payload,
-        metadata={"description": "Any JSON object.", "example": {"order_id": 42}},
+        metadata={
+            "description": "A JSON object both PostgreSQL and MySQL hold: no NUL character, at "
+            f"most {MAX_PAYLOAD_DEPTH} levels of objects and arrays, integers within a double's "
+            f"range, keys up to {MAX_PAYLOAD_KEY_BYTES} bytes, at most "
+            f"{MAX_STORED_PAYLOAD_BYTES} bytes as PostgreSQL writes it out.",
+            "example": {"order_id": 42},
+        },
     )
 
 
