@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 # Single events published together in one message, at most; a worker inserts them in one statement.
 GROUP_MAX_EVENTS = 100
 # How long a group of single events may wait for more once several arrive together.
-GROUP_LINGER_SECONDS = 0.005
+GROUP_LINGER_SECONDS = 0.010
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
