@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
+from amqp.exceptions import PreconditionFailed
 from kombu import Connection, Exchange, Queue
+
+logger = logging.getLogger(__name__)
 
 EXCHANGE = Exchange("ingest", type="topic", durable=True)
 DEAD_LETTER_EXCHANGE = Exchange("ingest.dlx", type="fanout", durable=True)
@@ -11,8 +16,10 @@ PERSIST_QUEUE = "ingest.persist"
 PROJECTION_QUEUE = "ingest.projection"
 DEAD_QUEUE = "ingest.dead"
 
-# A message redelivered this often (worker killed by it each time) is parked, not looped.
-DELIVERY_LIMIT = 10
+# A message redelivered this often is parked, not looped. RabbitMQ 3.x counts a delivery for
+# every message a worker held when it crashed (16 with the default pool), so a low limit parks
+# healthy messages after a few crashes; a policy `delivery-limit` can lower it, never raise it.
+DELIVERY_LIMIT = 100
 
 
 def _work_queue(name: str) -> Queue:
@@ -29,6 +36,9 @@ def _work_queue(name: str) -> Queue:
             "x-overflow": "reject-publish",
             "x-delivery-limit": DELIVERY_LIMIT,
         },
+        # Only declare_topology declares them: Celery's own declare would stop a worker at a
+        # queue an older version created with another delivery limit.
+        no_declare=True,
     )
 
 
@@ -44,7 +54,30 @@ DEAD_QUEUE_DECLARATION = Queue(
 
 
 def declare_topology(connection: Connection) -> None:
-    """Declare every exchange and queue; the dead-letter queue must exist before any reject."""
+    """Declare every exchange and queue; the dead-letter queue must exist before any reject.
+
+    A work queue that exists with an earlier version's delivery limit is used as it is (a
+    queue's arguments cannot change) and a warning says how to recreate it."""
     channel = connection.default_channel
-    for queue in (DEAD_QUEUE_DECLARATION, *WORK_QUEUES):
-        queue.bind(channel).declare()
+    DEAD_QUEUE_DECLARATION.bind(channel).declare()
+    EXCHANGE.bind(channel).declare()
+    for queue in WORK_QUEUES:
+        _declare_work_queue(connection, queue)
+        queue.bind(channel).queue_bind()
+
+
+def _declare_work_queue(connection: Connection, queue: Queue) -> None:
+    # On its own channel: the broker closes the channel on which a declaration fails.
+    with connection.channel() as channel:
+        try:
+            queue.bind(channel).queue_declare()
+        except PreconditionFailed as exc:
+            if "inequivalent arg 'x-delivery-limit'" not in str(exc):
+                raise
+            logger.warning(
+                "Queue %s keeps the delivery limit it was created with, not %s; to change it, "
+                "recreate the queue as README.md says (Guarantees, delivery limit): %s",
+                queue.name,
+                DELIVERY_LIMIT,
+                exc,
+            )

@@ -24,7 +24,7 @@ from ingest.config import Settings
 from ingest_api.events import message_event
 from ingest_api.schemas import EventSchema
 from tasks.celery_app import create_celery
-from tasks.topology import DELIVERY_LIMIT, declare_topology
+from tasks.topology import declare_topology
 from tests.conftest import AUTH, admin_sql, event, reset
 from tests.faults import (
     api,
@@ -33,7 +33,6 @@ from tests.faults import (
     lock_waiters,
     process_on_port,
     publish_raw,
-    running_worker,
     stored_ids,
 )
 from tests.servers import RabbitNode, private_rabbitmq
@@ -56,8 +55,12 @@ def module_settings(settings: Settings, broker: RabbitNode) -> Settings:
 
 @pytest.fixture(scope="module")
 def persist(module_settings: Settings) -> Iterator[Worker]:
-    with running_worker(module_settings, "ingest.persist", "persist") as worker:
+    # Pool children: the test of a message that kills its worker kills the child running it.
+    worker = Worker(module_settings, "ingest.persist", "persist", INGEST_WORKER_POOL="prefork")
+    try:
         yield worker
+    finally:
+        worker.stop()
 
 
 @pytest.fixture
@@ -156,8 +159,12 @@ def test_a_poison_message_is_dead_lettered_once_with_its_reason(
     assert persist.process.poll() is None
 
 
+# The limit an operator sets by policy to park such a message sooner than the queue's own.
+POLICY_LIMIT = 10
+
+
 def test_a_message_that_kills_its_worker_is_parked_after_the_delivery_limit(
-    faulty: Settings, persist: Worker
+    faulty: Settings, persist: Worker, broker: RabbitNode
 ) -> None:
     killed: set[int] = set()
 
@@ -167,7 +174,12 @@ def test_a_message_that_kills_its_worker_is_parked_after_the_delivery_limit(
         alive = set(map(process_on_port, lock_waiters(faulty))) - killed - {None}
         return alive.pop() if alive else None
 
-    with api(faulty) as app, event_held(faulty, "deadly"):
+    limit = f'{{"delivery-limit": {POLICY_LIMIT}}}'
+    with (
+        broker.policy("delivery-limit", r"^ingest\.persist$", limit),
+        api(faulty) as app,
+        event_held(faulty, "deadly"),
+    ):
         response = app.test_client().post("/v1/events", json=event("deadly"), headers=AUTH)
         assert response.status_code == 202
         while (victim := wait_until(next_victim, timeout=30, what="the next delivery")) != "parked":
@@ -176,12 +188,12 @@ def test_a_message_that_kills_its_worker_is_parked_after_the_delivery_limit(
             killed.add(victim)
             # Each broker delivery costs a kill or two (a child killed before it reported the
             # task as started gets it run again by the pool, not by the broker).
-            assert len(killed) <= 2 * (DELIVERY_LIMIT + 1), "not parked: redelivered on and on"
+            assert len(killed) <= 2 * (POLICY_LIMIT + 1), "not parked: redelivered on and on"
 
     letter = one_dead_letter(faulty)
     assert letter.reason == "delivery_limit"
     assert letter.queue == "ingest.persist"
-    assert len(killed) >= DELIVERY_LIMIT + 1
+    assert len(killed) >= POLICY_LIMIT + 1
     assert persist.process.poll() is None
 
     # The cause gone (the lock released), a replay stores the event.

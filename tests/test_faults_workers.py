@@ -1,15 +1,19 @@
-"""Faults 1 and 2: workers killed with -9 mid-task, and a crash between the projection's
-publish and the ack. Every confirmed event is stored exactly once and projected once."""
+"""Faults 1 and 2: workers killed with -9 mid-task, again and again, and a crash between the
+projection's publish and the ack. Every confirmed event is stored exactly once and projected
+once, and no healthy message is parked for having been in flight at the crashes."""
 
 from __future__ import annotations
 
 import os
 import signal
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
+from sqlalchemy import text
 
 from ingest.config import Settings
+from models import engine_for
 from tests.conftest import AUTH, event, reset
 from tests.faults import (
     Traffic,
@@ -24,7 +28,7 @@ from tests.faults import (
     wait_until_stored,
 )
 from tests.servers import RabbitNode, private_rabbitmq
-from tests.support import rows, running_workers, stored_count, wait_until
+from tests.support import Worker, rows, running_workers, stored_count, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -148,5 +152,54 @@ def test_a_crash_between_the_projection_publish_and_the_ack_projects_once(
     assert [row["event_id"] for row in projected] == ["crash-after-link"]
     assert rows(faulty.mysql_url or "", "SELECT event_id, projected_at FROM events_projection") == (
         projected
+    )
+    assert dead_letters(faulty) == []
+
+
+KILL_ROUNDS = 12
+
+
+@contextmanager
+def inserts_held(settings: Settings) -> Iterator[None]:
+    """Every insert into `events` waits (a table lock) until the block exits: a worker started
+    meanwhile takes its prefetched messages and finishes none of them."""
+    with engine_for(settings.postgres_url).connect() as connection:
+        connection.execute(text("LOCK TABLE events IN EXCLUSIVE MODE"))
+        try:
+            yield
+        finally:
+            connection.rollback()
+
+
+def test_twelve_kill_9s_of_the_persist_worker_park_no_healthy_message(
+    faulty: Settings, broker: RabbitNode
+) -> None:
+    with api(faulty) as app:
+        traffic = Traffic(app, "rounds", pause=0.05).start()
+        wait_until(
+            lambda: broker.queue_depths()["ingest.persist"][0] >= 200, what="a backlog to build"
+        )
+        # The worst case for the messages at the head of the queue: each crash hands them back
+        # (the broker counts a delivery), and the next worker gets them first, again.
+        with inserts_held(faulty):
+            for _ in range(KILL_ROUNDS):
+                worker = Worker(faulty, "ingest.persist", "persist")
+                try:
+                    wait_until(lambda: lock_waiters(faulty), what="inserts waiting on the lock")
+                    in_flight = broker.queue_depths()["ingest.persist"][1]
+                finally:
+                    worker.kill()
+                assert in_flight > 0
+        traffic.stop()
+        parked = dead_letters(faulty)
+        assert not parked, f"{len(parked)} healthy messages parked: {parked[0].describe()}"
+
+        with running_workers(faulty):
+            wait_until_stored(faulty, traffic.acknowledged)
+            assert_stored_exactly_once(faulty, traffic.acknowledged, traffic.sent)
+            wait_until_projected(faulty)
+    print(
+        f"{KILL_ROUNDS} kill -9 rounds, {in_flight} messages in flight at each: "
+        f"{len(parked)} parked, {len(traffic.acknowledged)} events stored"
     )
     assert dead_letters(faulty) == []
