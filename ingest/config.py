@@ -40,6 +40,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     # A worker serves its task metrics on this port when set; each worker needs its own.
     worker_metrics_port: int | None = None
+    # The metrics have no login: only this machine reaches them unless the address is widened.
+    worker_metrics_address: str = "127.0.0.1"
     # How a worker runs its tasks: threads spend no CPU handing messages to child processes.
     worker_pool: str = "threads"
     worker_concurrency: int = 4
@@ -72,6 +74,8 @@ class Settings:
             ),
             cors_origins=_split(env.get("INGEST_CORS_ORIGINS", "")),
             worker_metrics_port=_int(env, "INGEST_WORKER_METRICS_PORT", 0) or None,
+            worker_metrics_address=env.get("INGEST_WORKER_METRICS_ADDRESS")
+            or cls.worker_metrics_address,
             worker_pool=_choice(env, "INGEST_WORKER_POOL", cls.worker_pool, WORKER_POOLS),
             worker_concurrency=_int(env, "INGEST_WORKER_CONCURRENCY", cls.worker_concurrency),
         )

@@ -3,9 +3,10 @@
 Celery imports this module with the tasks (`include`), before it sets up logging, so the
 `setup_logging` handler below replaces Celery's own log format in workers and beat.
 
-With INGEST_WORKER_METRICS_PORT set, the worker's main process serves
-`http://<host>:<port>/metrics`; the pool's child processes count into files of a private
-multiprocess directory that the main process sums at each scrape.
+With INGEST_WORKER_METRICS_PORT set, the worker's main process serves `/metrics` on that port
+of INGEST_WORKER_METRICS_ADDRESS (127.0.0.1 by default: they have no login); the pool's child
+processes count into files of a private multiprocess directory that the main process sums at
+each scrape.
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def _serve_metrics(sender: Any, **kwargs: Any) -> None:
     """In the main process, before the pool forks: a private directory for the children's
     counter files, summed by an HTTP server in this process."""
     global _metrics
-    port = sender.app.settings.worker_metrics_port
+    settings = sender.app.settings
+    port = settings.worker_metrics_port
     if port is None:
         return
     directory = tempfile.mkdtemp(prefix="ingest-worker-metrics-")
@@ -122,9 +124,12 @@ def _serve_metrics(sender: Any, **kwargs: Any) -> None:
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=directory)
-    start_http_server(port, registry=registry)
+    start_http_server(port, addr=settings.worker_metrics_address, registry=registry)
     _metrics = TaskMetrics()
     signals.worker_shutdown.connect(
         lambda **_: shutil.rmtree(directory, ignore_errors=True), weak=False
     )
-    logger.info("Serving task metrics", extra={"port": port})
+    logger.info(
+        "Serving task metrics",
+        extra={"address": settings.worker_metrics_address, "port": port},
+    )
