@@ -21,6 +21,7 @@ from kombu.transport.native_delayed_delivery import (
 
 from ingest.cli.dead_letters import DeadLetter
 from ingest.config import Settings
+from ingest.events import utc_now
 from ingest_api.events import message_event
 from ingest_api.schemas import EventSchema
 from tasks.celery_app import create_celery
@@ -86,7 +87,10 @@ def failing_task(settings: Settings) -> None:
     try:
         celery.send_task(
             "ingest.persist_event",
-            args=[message_event(EventSchema().load(event("x"))) | {"event_id": "x" * 200}],
+            args=[
+                message_event(EventSchema().load(event("x")), utc_now().isoformat())
+                | {"event_id": "x" * 200}
+            ],
             task_id="poison-fails",
         )
     finally:
