@@ -69,8 +69,10 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from ingest_api.events import events
     from ingest_api.health import init_health
+    from ingest_api.segment import init_segment
 
     app.register_blueprint(events)
+    init_segment(app)
     init_health(app, settings, publisher)
     init_metrics(app, settings, publisher.celery)
     init_openapi(app, settings)

@@ -54,6 +54,44 @@ PUBLISH_FAILURES = Counter(
     "Requests answered 503 because the broker did not confirm the publish in time.",
 )
 
+# Segment libraries labelled by their name (context.library.name); any other is "other", so a
+# client cannot grow the series by inventing names.
+SEGMENT_LIBRARIES = frozenset(
+    {
+        "analytics-python",
+        "@segment/analytics-node",
+        "analytics-node",
+        "analytics-node-next",
+        "analytics.js",
+        "analytics-ruby",
+        "analytics-go",
+        "analytics-java",
+        "analytics-php",
+        "analytics-ios",
+        "analytics-android",
+        "analytics-kotlin",
+        "analytics-swift",
+        "analytics-react-native",
+    }
+)
+OTHER_LIBRARY = "other"
+SEGMENT_MESSAGES = Counter(
+    "ingest_segment_messages",
+    "Segment messages accepted (200, confirmed by the broker), by library and type.",
+    ["library", "type"],
+)
+SEGMENT_REJECTS = Counter(
+    "ingest_segment_rejects",
+    "Segment messages refused, by library: kept for `ingest segment rejects` inside a batch "
+    "answered 200, or a single call answered 400.",
+    ["library"],
+)
+SEGMENT_RETRIED_REQUESTS = Counter(
+    "ingest_segment_retried_requests",
+    "Segment requests that the SDK marked as a retry (X-Retry-Count above 0), by library.",
+    ["library"],
+)
+
 OLDEST_UNCHECKED_AGE = """
 SELECT coalesce(extract(epoch FROM now() - min(stored_at)), 0) FROM events
 WHERE (insert_xid, id) > (SELECT coalesce(max(insert_xid), -1), coalesce(max(event_pk), -1)
@@ -70,6 +108,10 @@ metrics = Blueprint("metrics", __name__)
 
 def method_label(method: str) -> str:
     return method if method in LABELLED_METHODS else OTHER_METHOD
+
+
+def library_label(name: str | None) -> str:
+    return name if name in SEGMENT_LIBRARIES else OTHER_LIBRARY
 
 
 @metrics.get("/metrics")

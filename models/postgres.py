@@ -101,3 +101,33 @@ class ProjectionRefusal(Base):
     refused_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), comment="When MySQL last refused it."
     )
+
+
+class SegmentReject(Base):
+    """A message of a Segment batch that was not valid: the batch still answers 200 (the SDKs
+    drop a whole batch on a 4xx), so the message is kept here for an operator (`ingest segment
+    rejects`)."""
+
+    __tablename__ = "segment_rejects"
+    __table_args__ = (
+        Index("ix_segment_rejects_received_at", "received_at"),
+        {"comment": "Segment messages refused inside a batch answered 200, with why."},
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger, Identity(always=True), primary_key=True, comment="Surrogate key."
+    )
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), comment="When the API received the batch (UTC)."
+    )
+    key_sha256: Mapped[str | None] = mapped_column(
+        String(64), comment="SHA-256 of the write key that sent it; NULL with auth off."
+    )
+    library: Mapped[str | None] = mapped_column(
+        Text, comment="context.library.name of the message, as sent."
+    )
+    message_id: Mapped[str | None] = mapped_column(Text, comment="messageId, as sent.")
+    reasons: Mapped[dict[str, Any]] = mapped_column(JSONB, comment="Each field with what is wrong.")
+    message: Mapped[str] = mapped_column(
+        Text, comment="The message as it arrived, as compact JSON text."
+    )

@@ -15,6 +15,7 @@ from ingest.cli.context import CliContext
 from ingest.cli.dead_letters import dead_letters
 from ingest.cli.maintenance import migrate_command, reconcile_command, status_command
 from ingest.cli.refusals import refusals_group
+from ingest.cli.segment import segment_group
 from ingest.cli.send import send_command
 from ingest.cli.services import (
     beat_command,
@@ -57,6 +58,7 @@ for command in (
     reconcile_command,
     status_command,
     refusals_group,
+    segment_group,
     dead_letters,
     send_command,
 ):
