@@ -55,12 +55,12 @@ class Challenge:
     scheme: str
 
 
-BEARER = Challenge("as 'Authorization: Bearer <key>'", "Bearer")
+BEARER = Challenge(how="as 'Authorization: Bearer <key>'", scheme="Bearer")
 # Segment's SDKs send the write key as the Basic user name, as a Bearer token, or in the body.
 SEGMENT = Challenge(
-    "as the HTTP Basic user name with an empty password, as 'Authorization: Bearer <key>' "
+    how="as the HTTP Basic user name (no password), as 'Authorization: Bearer <key>' "
     "or as writeKey in the body",
-    "Basic",
+    scheme="Basic",
 )
 
 

@@ -20,9 +20,22 @@ from swagger_ui_bundle import swagger_ui_path
 from ingest.config import Settings
 from ingest_api.auth import READ, SCOPES, WRITE, Scope, require_key
 from ingest_api.schemas import EVENT_ID_PATTERN, BatchSchema, EventSchema, Rfc3339DateTime
+from ingest_api.segment_schemas import (
+    MAX_BATCH_MESSAGES,
+    MAX_BODY_BYTES,
+    MAX_MESSAGE_BYTES,
+    MESSAGE_TYPES,
+    SegmentBatchSchema,
+    SegmentMessageSchema,
+    SegmentSuccessSchema,
+    SegmentTime,
+)
 
 # The renderer's files /docs loads; nothing else of the vendored directory is served.
 DOCS_ASSETS = frozenset({"swagger-ui-bundle.js", "swagger-ui.css"})
+
+# Segment's SDKs send the write key as the HTTP Basic user name, with an empty password.
+SEGMENT_BASIC = "segmentBasic"
 
 # Why a valid key is refused (403): each operation names the key it needs in `security`.
 WRONG_SCOPE = (
@@ -170,6 +183,7 @@ def build_description(settings: Settings) -> dict[str, Any]:
         },
     )
     plugin.map_to_openapi_type(Rfc3339DateTime, "string", "date-time")
+    plugin.map_to_openapi_type(SegmentTime, "string", "date-time")
     for name, schema in (
         ("Event", EventSchema),
         ("Batch", BatchSchema),
@@ -180,6 +194,9 @@ def build_description(settings: Settings) -> dict[str, Any]:
         ("Problem", ProblemSchema),
         ("Health", HealthSchema),
         ("Readiness", ReadinessSchema),
+        ("SegmentBatch", SegmentBatchSchema),
+        ("SegmentMessage", SegmentMessageSchema),
+        ("SegmentSuccess", SegmentSuccessSchema),
     ):
         spec.components.schema(name, schema=schema)
     for scope in SCOPES:
@@ -191,6 +208,15 @@ def build_description(settings: Settings) -> dict[str, Any]:
                 "description": f"A {scope.name} key, from {scope.variable}: may {scope.may}.",
             },
         )
+    spec.components.security_scheme(
+        SEGMENT_BASIC,
+        {
+            "type": "http",
+            "scheme": "basic",
+            "description": "Segment's SDKs: a write key (INGEST_API_KEYS) as the user name, "
+            "with an empty password. /segment routes also take it as writeKey in the body.",
+        },
+    )
     spec.components.header(
         "RequestId",
         {
@@ -213,6 +239,10 @@ def build_description(settings: Settings) -> dict[str, Any]:
         maxItems=settings.max_batch_events,
         description=f"1 to INGEST_MAX_BATCH_EVENTS ({settings.max_batch_events}) events; "
         "valid events are accepted even when others are rejected.",
+    )
+    segment_batch = description["components"]["schemas"]["SegmentBatch"]["properties"]["batch"]
+    segment_batch.update(
+        items={"$ref": "#/components/schemas/SegmentMessage"}, maxItems=MAX_BATCH_MESSAGES
     )
     description["security"] = [{security_scheme(WRITE): []}]
     return description
@@ -305,6 +335,7 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
                 },
             }
         },
+        **_segment_paths(unpublished),
         "/healthz": {
             "get": {
                 "tags": ["operations"],
@@ -383,6 +414,73 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
             }
         },
     }
+
+
+def _segment_paths(unpublished: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Segment's HTTP tracking API: each path also answers with a trailing slash, never with a
+    redirect. Errors are problems with Segment's `code` and `message` added."""
+    limits = (
+        f"Segment's limits: {MAX_MESSAGE_BYTES} bytes per message as compact JSON, "
+        f"{MAX_BATCH_MESSAGES} messages per batch, {MAX_BODY_BYTES} bytes per body after "
+        "decompression. Answers 200 only once the broker confirmed every accepted message."
+    )
+    security = [{security_scheme(WRITE): []}, {SEGMENT_BASIC: []}]
+    answers = {key: value for key, value in unpublished.items() if key not in ("400", "408")}
+    success = _json("Accepted: the broker confirmed every valid message.", "SegmentSuccess")
+    batch_operation = {
+        "tags": ["segment"],
+        "security": security,
+        "description": f"{limits} An invalid message does not fail the batch: it is kept for "
+        "`ingest segment rejects` and the others are accepted.",
+        "parameters": _segment_parameters(),
+        "requestBody": _json_body("SegmentBatch"),
+        "responses": {
+            "200": success,
+            "400": _problem("Malformed JSON or gzip, or a batch that is not a list."),
+            **answers,
+        },
+    }
+    paths = {
+        "/segment/v1/batch": {"post": {**batch_operation, "summary": "Segment batch"}},
+        "/segment/v1/import": {
+            "post": {**batch_operation, "summary": "Segment import (the same as batch)"}
+        },
+    }
+    for call in MESSAGE_TYPES:
+        paths[f"/segment/v1/{call}"] = {
+            "post": {
+                "tags": ["segment"],
+                "summary": f"Segment {call} call",
+                "security": security,
+                "description": f"{limits} The message's type is {call}.",
+                "parameters": _segment_parameters(),
+                "requestBody": _json_body("SegmentMessage"),
+                "responses": {
+                    "200": success,
+                    "400": _problem("Malformed JSON or gzip, or an invalid message (`errors`)."),
+                    **answers,
+                },
+            }
+        }
+    return paths
+
+
+def _segment_parameters() -> list[dict[str, Any]]:
+    return [
+        _request_id_parameter(),
+        {
+            "in": "header",
+            "name": "Content-Encoding",
+            "schema": {"type": "string", "enum": ["gzip", "identity"]},
+            "description": "gzip bodies are accepted.",
+        },
+        {
+            "in": "header",
+            "name": "X-Retry-Count",
+            "schema": {"type": "integer", "minimum": 0},
+            "description": "Sent by the SDKs on a retry; counted per library in the metrics.",
+        },
+    ]
 
 
 def _request_id_parameter() -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -132,14 +133,17 @@ def post_call(call: str) -> tuple[dict[str, bool], int]:
     return {"success": True}, 200
 
 
+def _call_view(call: str) -> Callable[[], tuple[dict[str, bool], int]]:
+    return lambda: post_call(call)
+
+
 for _call in MESSAGE_TYPES:
     segment.add_url_rule(
         f"/{_call}",
         endpoint=_call,
-        view_func=post_call,
+        view_func=_call_view(_call),
         methods=["POST"],
         strict_slashes=False,
-        defaults={"call": _call},
     )
 
 

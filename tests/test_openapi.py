@@ -80,6 +80,7 @@ def test_the_description_comes_from_the_marshmallow_schemas(
     assert {name: (s["type"], s["scheme"]) for name, s in schemes.items()} == {
         "writeKey": ("http", "bearer"),
         "readKey": ("http", "bearer"),
+        "segmentBasic": ("http", "basic"),
     }
     assert "INGEST_API_KEYS" in schemes["writeKey"]["description"]
     assert "INGEST_READ_KEYS" in schemes["readKey"]["description"]
