@@ -15,6 +15,7 @@ from ingest.cli.context import CliContext
 from ingest.cli.dead_letters import dead_letters
 from ingest.cli.maintenance import migrate_command, reconcile_command, status_command
 from ingest.cli.refusals import refusals_group
+from ingest.cli.roles import create_roles_command
 from ingest.cli.segment import segment_group
 from ingest.cli.send import send_command
 from ingest.cli.services import (
@@ -55,6 +56,7 @@ for command in (
     beat_command,
     flower_command,
     migrate_command,
+    create_roles_command,
     reconcile_command,
     status_command,
     refusals_group,
