@@ -23,6 +23,7 @@ from ingest_api.body import json_body
 from ingest_api.errors import Problem
 from ingest_api.events import RETRY_AFTER, broker_confirm, message_event
 from ingest_api.metrics import (
+    PUBLISH_FAILURES,
     SEGMENT_MESSAGES,
     SEGMENT_REJECTS,
     SEGMENT_RETRIED_REQUESTS,
@@ -281,11 +282,16 @@ def store_rejects(
 
 
 def publish(events: list[dict[str, Any]]) -> None:
-    if events:
+    if not events:
+        return
+    try:
         with broker_confirm():
             current_app.extensions["ingest.publisher"].publish_events(
                 events, {"request_id": g.request_id}
             )
+    except Problem:
+        PUBLISH_FAILURES.inc()  # counted like the native routes' 503s
+        raise
 
 
 def init_segment(app: Flask) -> None:
