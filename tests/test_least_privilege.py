@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import requests
@@ -270,3 +271,47 @@ def test_the_broker_user_reaches_its_own_vhost_only_and_administers_nothing(
         Connection(other_vhost, connect_timeout=10) as connection,
     ):
         connection.ensure_connection(max_retries=1)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"POSTGRES_ADMIN_URL": ""}, "POSTGRES_ADMIN_URL is not set"),
+        (
+            {"POSTGRES_OWNER_URL": "postgresql://owner@db/events"},
+            "POSTGRES_OWNER_URL must name a password",
+        ),
+        ({"POSTGRES_URL": "postgresql://app:pw@db/other"}, "must name the same database"),
+        ({"POSTGRES_URL": "postgresql://owner:pw@db/events"}, "must name different users"),
+        ({"MYSQL_OWNER_URL": ""}, "MYSQL_OWNER_URL is not set"),
+        ({"RABBITMQ_ADMIN_URL": "amqp://admin:pw@mq//"}, "RABBITMQ_ADMIN_URL must be http(s)://"),
+        ({"BROKER_URL": "amqp://mq//"}, "BROKER_URL must name a user and a password"),
+    ],
+)
+def test_create_roles_names_the_variable_that_is_wrong(
+    change: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    # Port 1 listens nowhere: every variable is checked before the first login.
+    environment = {
+        "PATH": os.environ["PATH"],
+        "POSTGRES_ADMIN_URL": "postgresql://postgres:pw@127.0.0.1:1/postgres",
+        "POSTGRES_OWNER_URL": "postgresql://owner:pw@127.0.0.1:1/events",
+        "POSTGRES_URL": "postgresql://app:pw@127.0.0.1:1/events",
+        "MYSQL_ADMIN_URL": "mysql://root:pw@127.0.0.1:1/",
+        "MYSQL_OWNER_URL": "mysql://owner:pw@127.0.0.1:1/events",
+        "MYSQL_URL": "mysql://app:pw@127.0.0.1:1/events",
+        "RABBITMQ_ADMIN_URL": "http://admin:pw@127.0.0.1:1/api/",
+        "BROKER_URL": "amqp://app:pw@127.0.0.1:1/ingest",
+        **change,
+    }
+    result = subprocess.run(
+        [str(VENV_BIN / "ingest"), "create-roles"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert message in result.stderr

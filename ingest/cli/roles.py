@@ -193,17 +193,20 @@ class ManagementApi:
         return json.loads(content) if content else None
 
 
-def create_broker_user(admin_url: str, broker_url: str) -> None:
-    """A user with every permission on the vhost of BROKER_URL, and on no other vhost."""
+def broker_account(environ: Mapping[str, str]) -> tuple[str, str, str]:
+    """(user, password, vhost) of BROKER_URL."""
     # BROKER_URL may list cluster nodes separated by ";"; they share their users.
-    parts = url_to_parts(broker_url.split(";")[0])
+    parts = url_to_parts(required(environ, "BROKER_URL").split(";")[0])
     if not parts.username or not parts.password:
         raise click.ClickException("BROKER_URL must name a user and a password")
-    user, vhost = parts.username, parts.path or "/"
-    api = ManagementApi(admin_url)
+    return parts.username, parts.password, parts.path or "/"
+
+
+def create_broker_user(api: ManagementApi, user: str, password: str, vhost: str) -> None:
+    """A user with every permission on `vhost`, and on no other vhost."""
     quoted_user, quoted_vhost = quote(user, safe=""), quote(vhost, safe="")
     api.call("PUT", f"vhosts/{quoted_vhost}", {})
-    api.call("PUT", f"users/{quoted_user}", {"password": parts.password, "tags": BROKER_USER_TAGS})
+    api.call("PUT", f"users/{quoted_user}", {"password": password, "tags": BROKER_USER_TAGS})
     everything = {"configure": ".*", "write": ".*", "read": ".*"}
     api.call("PUT", f"permissions/{quoted_vhost}/{quoted_user}", everything)
     for permission in api.call("GET", f"users/{quoted_user}/permissions") or []:
@@ -223,22 +226,28 @@ def create_roles_command(cli: CliContext) -> None:
     user with permissions on its vhost only). Creates the databases and the vhost if missing.
     """
     env = cli.environ
+    # Every variable is checked before the first server is touched.
+    postgres_admin = required(env, "POSTGRES_ADMIN_URL")
     postgres_owner, postgres_app = owner_and_app(env, "POSTGRES_OWNER_URL", "POSTGRES_URL")
-    mysql = owner_and_app(env, "MYSQL_OWNER_URL", "MYSQL_URL") if env.get("MYSQL_URL") else None
-    create_postgres_roles(required(env, "POSTGRES_ADMIN_URL"), postgres_owner, postgres_app)
+    mysql = None
+    if env.get("MYSQL_URL"):
+        mysql_admin = required(env, "MYSQL_ADMIN_URL")
+        mysql = owner_and_app(env, "MYSQL_OWNER_URL", "MYSQL_URL")
+    broker_api = ManagementApi(required(env, "RABBITMQ_ADMIN_URL"))
+    broker_user, broker_password, vhost = broker_account(env)
+
+    create_postgres_roles(postgres_admin, postgres_owner, postgres_app)
     click.echo(
         f"PostgreSQL: {postgres_owner.username} owns {postgres_owner.database}; "
         f"{postgres_app.username} may read and write its rows."
     )
     if mysql is not None:
-        create_mysql_users(required(env, "MYSQL_ADMIN_URL"), *mysql)
+        create_mysql_users(mysql_admin, *mysql)
         click.echo(
             f"MySQL: {mysql[0].username} owns {mysql[0].database}; "
             f"{mysql[1].username} may read and write its rows."
         )
     else:
         click.echo("MySQL: MYSQL_URL is unset, skipped.")
-    broker_url = required(env, "BROKER_URL")
-    create_broker_user(required(env, "RABBITMQ_ADMIN_URL"), broker_url)
-    parts = url_to_parts(broker_url.split(";")[0])
-    click.echo(f"RabbitMQ: {parts.username} may use vhost {parts.path or '/'} only.")
+    create_broker_user(broker_api, broker_user, broker_password, vhost)
+    click.echo(f"RabbitMQ: {broker_user} may use vhost {vhost} only.")
