@@ -37,7 +37,7 @@ from tests.faults import (
     stored_ids,
 )
 from tests.servers import RabbitNode, private_rabbitmq
-from tests.support import Worker, stored_count, wait_until
+from tests.support import Worker, wait_until
 from tests.test_cli import invoke
 
 pytestmark = pytest.mark.slow
@@ -159,7 +159,8 @@ def test_a_poison_message_is_dead_lettered_once_with_its_reason(
     time.sleep(1)
     assert broker.queue_depths()["ingest.persist"] == (0, 0)
     assert [letter.count for letter in dead_letters(faulty)] == [1]
-    assert stored_count(faulty) == 0
+    # By id: a pool child of the test before may still run its "deadly" task once more.
+    assert "unretryable" not in stored_ids(faulty)
     assert persist.process.poll() is None
 
 
@@ -232,19 +233,28 @@ def test_a_retry_that_cannot_be_published_is_dead_lettered_not_dropped(
         assert response.status_code == 202
         wait_until(lambda: lock_waiters(faulty), what="the task to wait on the row")
         with exchanges_deleted(faulty, "ingest", "celery_delayed_27"):
-            # A transient error: the task retries, and the retry cannot be published.
-            admin_sql(
-                faulty.postgres_url,
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
+            # A transient error: the task retries, and the retry cannot be published. A lost
+            # connection is first run again at once on a fresh one, so it is lost twice.
+            cut: set[int] = set()
+            for _ in range(2):
+                cut |= wait_until(
+                    lambda seen=cut: set(lock_waiters(faulty)) - seen,
+                    what="the task to wait on the row on a connection not yet cut",
+                )
+                admin_sql(
+                    faulty.postgres_url,
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
             letter = one_dead_letter(faulty)
 
     assert letter.reason == "rejected"
     assert letter.queue == "ingest.persist"
-    assert stored_count(faulty) == 0
+    # By id: a pool child of the test before may still run its "deadly" task once more.
+    assert "unretryable" not in stored_ids(faulty)
 
     replayed = invoke(faulty, "dead-letters", "replay")
     assert replayed.exit_code == 0, replayed.output
-    wait_until(lambda: stored_ids(faulty) == {"unretryable"}, what="the replayed event stored")
+    wait_until(lambda: "unretryable" in stored_ids(faulty), what="the replayed event stored")
     assert dead_letters(faulty) == []
+

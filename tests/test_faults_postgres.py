@@ -62,8 +62,8 @@ def retries_by_task(worker_log: str) -> dict[str, int]:
     """How often each task was retried, from the worker's JSON task lines."""
     retries: dict[str, int] = defaultdict(int)
     for line in worker_log.splitlines():
-        if line.startswith("{") and '"outcome": "retry"' in line:
-            record = json.loads(line)
+        record = json.loads(line) if line.startswith("{") else {}
+        if record.get("outcome") == "retry":
             retries[record["task_id"]] = max(retries[record["task_id"]], record["retries"] + 1)
     return retries
 
