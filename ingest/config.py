@@ -44,7 +44,7 @@ class Settings:
     worker_metrics_address: str = "127.0.0.1"
     # How a worker runs its tasks: threads spend no CPU handing messages to child processes.
     worker_pool: str = "threads"
-    worker_concurrency: int = 4
+    worker_concurrency: int = 16
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

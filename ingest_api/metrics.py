@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 
 from celery import Celery
 from flask import Blueprint, Flask, Response, current_app, request
@@ -99,7 +100,7 @@ WHERE (insert_xid, id) > (SELECT coalesce(max(insert_xid), -1), coalesce(max(eve
 """
 
 FIGURES_MAX_AGE = 5.0
-WORKER_SUMS_MAX_AGE = 1.0
+PAGE_MAX_AGE = 1.0
 # A count that takes longer leaves its figures out of that scrape rather than holding it.
 STATEMENT_TIMEOUT_MS = 2000
 
@@ -117,31 +118,44 @@ def library_label(name: str | None) -> str:
 @metrics.get("/metrics")
 def scrape() -> Response:
     """No key needed: Prometheus scrapes it. Holds counts and ages, never event content."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(current_app.extensions["ingest.request_metrics"])
-    registry.register(current_app.extensions["ingest.pipeline_collector"])
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    return Response(encoder(registry), content_type=content_type)
+    page = current_app.extensions["ingest.metrics_page"].render(encoder, content_type)
+    return Response(page, content_type=content_type)
 
 
 def init_metrics(app: Flask, settings: Settings, celery: Celery) -> None:
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    app.extensions["ingest.request_metrics"] = WorkerSums(directory) if directory else REGISTRY
-    app.extensions["ingest.pipeline_collector"] = PipelineCollector(settings, celery)
+    registry = CollectorRegistry(auto_describe=False)
+    if directory:
+        MultiProcessCollector(registry, path=directory)
+    else:
+        registry.register(REGISTRY)
+    registry.register(PipelineCollector(settings, celery))
+    app.extensions["ingest.metrics_page"] = MetricsPage(registry, cached=bool(directory))
     app.register_blueprint(metrics)
 
 
-class WorkerSums(Collector):
-    """Every server worker's counters, summed from their files at most once per
-    WORKER_SUMS_MAX_AGE seconds: reading them all is what a scrape costs."""
+class MetricsPage:
+    """The /metrics page. Summing every server worker's counter files and writing them out is
+    what a scrape costs, so with several workers each renders it at most once per
+    PAGE_MAX_AGE seconds per format; a single process writes its own counters live."""
 
-    def __init__(self, directory: str) -> None:
-        files = CollectorRegistry(auto_describe=False)
-        MultiProcessCollector(files, path=directory)
-        self.families = Cached(lambda: list(files.collect()), WORKER_SUMS_MAX_AGE)
+    def __init__(self, registry: CollectorRegistry, cached: bool) -> None:
+        self.registry = registry
+        self.cached = cached
+        self._pages: dict[str, Cached[bytes]] = {}
+        self._lock = threading.Lock()
 
-    def collect(self) -> Iterator[Metric]:
-        return iter(self.families.get())
+    def render(self, encoder: Callable[[CollectorRegistry], bytes], content_type: str) -> bytes:
+        if not self.cached:
+            return encoder(self.registry)
+        with self._lock:
+            page = self._pages.get(content_type)
+            if page is None:
+                page = self._pages[content_type] = Cached(
+                    lambda: encoder(self.registry), PAGE_MAX_AGE
+                )
+        return page.get()
 
 
 class PipelineCollector(Collector):

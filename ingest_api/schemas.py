@@ -150,8 +150,13 @@ DEPTH_ERROR = (
 def check_payload(payload: dict[str, Any]) -> None:
     """What both PostgreSQL's jsonb and MySQL's JSON hold: no NUL character (jsonb), bounded
     depth, integers, keys and size (MySQL). Walks without recursion, and measures the payload
-    as PostgreSQL will write it out on the way (strings escaped as orjson escapes them)."""
-    stored_bytes = 0
+    as PostgreSQL will write it out on the way: orjson's compact text (strings escaped alike),
+    plus the space PostgreSQL puts after each : and ,, plus every double written out in full."""
+    try:
+        compact = len(orjson.dumps(payload))
+    except TypeError:  # an integer past 64 bits, which orjson refuses: measured one by one
+        compact = None
+    stored_bytes = compact or 0
     stack: list[tuple[Any, int]] = [(payload, 1)]
     while stack:
         value, depth = stack.pop()
@@ -159,8 +164,6 @@ def check_payload(payload: dict[str, Any]) -> None:
         if kind is dict:
             if depth > MAX_PAYLOAD_DEPTH:
                 raise ValidationError(DEPTH_ERROR)
-            # {"key": value, ...}: braces, and ": " and ", " around each member
-            stored_bytes += 4 * len(value) if value else 2
             for key, item in value.items():
                 if "\x00" in key:
                     raise ValidationError("NUL characters are not allowed in keys.")
@@ -169,17 +172,23 @@ def check_payload(payload: dict[str, Any]) -> None:
                         f"A key is {len(key.encode())} bytes long, over the limit of "
                         f"{MAX_PAYLOAD_KEY_BYTES} bytes (in UTF-8) that MySQL holds."
                     )
-                stored_bytes += len(orjson.dumps(key))
                 stack.append((item, depth + 1))
+            # {"key": value, ...}: orjson writes the : and , alone, PostgreSQL ": " and ", "
+            stored_bytes += 2 * len(value) - 1 if value else 0
+            if compact is None:
+                stored_bytes += sum(len(orjson.dumps(key)) + 2 for key in value) + 1 if value else 2
         elif kind is list:
             if depth > MAX_PAYLOAD_DEPTH:
                 raise ValidationError(DEPTH_ERROR)
-            stored_bytes += 2 * len(value) if value else 2
             stack.extend((item, depth + 1) for item in value)
+            stored_bytes += len(value) - 1 if value else 0
+            if compact is None:
+                stored_bytes += len(value) + 1 if value else 2
         elif kind is str:
             if "\x00" in value:
                 raise ValidationError("NUL characters are not allowed in strings.")
-            stored_bytes += len(orjson.dumps(value))
+            if compact is None:
+                stored_bytes += len(orjson.dumps(value))
         elif kind is int:
             if not -MAX_PAYLOAD_INTEGER <= value <= MAX_PAYLOAD_INTEGER:
                 raise ValidationError(
@@ -187,10 +196,12 @@ def check_payload(payload: dict[str, Any]) -> None:
                     f"be within a double's range (at most {sys.float_info.max:.17g} in size), "
                     "which MySQL holds."
                 )
-            stored_bytes += len(str(value))
+            if compact is None:
+                stored_bytes += len(str(value))
         elif kind is float:
-            stored_bytes += stored_number_bytes(value)
-        else:  # true, false, null
+            written = len(orjson.dumps(value))
+            stored_bytes += stored_number_bytes(value) - (0 if compact is None else written)
+        elif compact is None:  # true, false, null
             stored_bytes += 5 if value is False else 4
     if stored_bytes > MAX_STORED_PAYLOAD_BYTES:
         raise ValidationError(

@@ -1,7 +1,8 @@
 """persist_event and persist_events: store accepted events in PostgreSQL, exactly once.
 
 A message's events go to PostgreSQL as one JSON parameter of one statement that commits by
-itself: one round trip, whatever the number of events. Their ids travel on to the projection.
+itself: one round trip, whatever the number of events. Their ids travel on to the projection,
+gathered with those of the process's other tasks (tasks/chaining.py).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from models.engines import execute
 from models.errors import is_transient
 from tasks.backoff import backoff_seconds
 from tasks.celery_app import app
+from tasks.chaining import ProjectionChain
 from tasks.projection import project_to_mysql
 
 logger = logging.getLogger(__name__)
 
-# A broker that blocks publishers (memory alarm) must not hold the persist worker forever.
-LINK_CONFIRM_TIMEOUT = 10
+projections = ProjectionChain(project_to_mysql)
+
 # Retries of a PostgreSQL outage wait at most this long apart, and never give up: PostgreSQL is
 # the source of truth and the message must not be dead-lettered for it.
 RETRY_BACKOFF_MAX = 60
@@ -95,7 +97,7 @@ def persist(task: Task, event_ids: list[str], events_json: str) -> None:
         extra={"event_ids": event_ids, "inserted": len(inserted), "request_id": request_id(task)},
     )
     if settings.mysql_url:
-        chain_projection(task, inserted, duplicates)
+        projections.add(inserted, duplicates, request_id(task))
 
 
 def store_events(
@@ -110,28 +112,6 @@ def store_events(
     if duplicates:
         execute(postgres_url, MARK_CONFLICTS, (events_json, duplicates))
     return inserted, duplicates
-
-
-def chain_projection(task: Task, inserted: list[str], duplicates: list[str]) -> None:
-    """Publish the projection of what was just stored. An id that was there already may have
-    been inserted by an earlier run that crashed before this point: the projection checks
-    whether MySQL has it. If the publish fails the reconciler repairs it; failing here would
-    only redo the insert."""
-    if not inserted and not duplicates:
-        return
-    try:
-        project_to_mysql.apply_async(
-            args=[inserted],
-            kwargs={"maybe_projected": duplicates} if duplicates else {},
-            headers={"request_id": request_id(task)},
-            confirm_timeout=LINK_CONFIRM_TIMEOUT,
-        )
-    except Exception:
-        logger.warning(
-            "Could not publish the projection; the reconciler will project these events",
-            exc_info=True,
-            extra={"event_ids": inserted + duplicates},
-        )
 
 
 def request_id(task: Task) -> str | None:

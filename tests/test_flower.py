@@ -115,9 +115,10 @@ def test_flower_shows_both_queues_tasks_behind_basic_auth(
         lambda: len(succeeded(flower, "ingest.persist_event")) == 3,
         what="3 successful persist_event tasks in Flower",
     )
+    # The persist worker gathers the ids of tasks that end close together into one projection.
     wait_until(
-        lambda: len(succeeded(flower, "ingest.project_to_mysql")) == 4,
-        what="4 successful project_to_mysql tasks in Flower",
+        lambda: 1 <= len(succeeded(flower, "ingest.project_to_mysql")) <= 4,
+        what="successful project_to_mysql tasks in Flower",
     )
     [batch_task] = succeeded(flower, "ingest.persist_events")
     assert batch_task["worker"].split("@")[0] == workers[0].name
