@@ -1,4 +1,4 @@
-"""The benchmark of issues 4 and 8: what this machine can do, what ingest does on it, and where
+"""The benchmark of issues 4, 8 and 10: what this machine can do, what ingest does on it, and where
 the CPU goes.
 
     .venv/bin/python scripts/benchmark.py            # the full benchmark, 3 runs of each figure
@@ -73,6 +73,9 @@ RESULT_ALLOWANCE = 60.0
 POLL_INTERVAL = 0.5
 SCRATCH_QUEUE = "bench.publish-limit"
 SCRATCH_TABLE = "bench_insert_limit"
+# Each pipeline scenario and the endpoint it posts to; the batch scenarios share the batch size
+# and concurrency.
+SCENARIOS = {"single": "/v1/events", "batch": "/v1/batch", "segment": "/segment/v1/batch"}
 
 
 # -- running the load ----------------------------------------------------------------------
@@ -295,13 +298,18 @@ def run_pipeline(
     prefix = f"bench-{scenario}-{number}-{secrets.token_hex(4)}"
     spec = LoadSpec(
         port=api.port,
-        path="/v1/events" if single else "/v1/batch",
-        events=options.single_events if single else options.batch_events,
+        path=SCENARIOS[scenario],
+        events={
+            "single": options.single_events,
+            "batch": options.batch_events,
+            "segment": options.segment_events,
+        }[scenario],
         batch_size=1 if single else options.batch_size,
         concurrency=options.single_concurrency if single else options.batch_concurrency,
         prefix=prefix,
         api_key=stack.api_key,
         timeout=options.run_timeout,
+        segment=scenario == "segment",
     )
     window_start = sampler.sample()[0]
     load, cpu_start = generate(spec, f"{scenario} run {number}", meter)
@@ -346,7 +354,7 @@ def run_pipeline(
         )
         for group in GROUPS
     }
-    run.problems = correctness_problems(run)
+    run.problems = correctness_problems(run, spec.accepted_status)
     logger.info(
         "%s run %d: accepted %.0f events/s (p99 %.1f ms); PostgreSQL %.1fs, MySQL %.1fs: "
         "%.0f events/s end to end; %s",
@@ -362,10 +370,10 @@ def run_pipeline(
     return run
 
 
-def correctness_problems(run: PipelineRun) -> list[str]:
+def correctness_problems(run: PipelineRun, accepted_status: int) -> list[str]:
     load = run.load
     problems = []
-    if load.statuses != {202: load.requests}:
+    if load.statuses != {accepted_status: load.requests}:
         problems.append(f"answers {load.statuses}, first errors: {load.errors[:3]}")
     if load.events_accepted != load.events_sent:
         problems.append(f"{load.events_accepted} of {load.events_sent} events accepted")
@@ -398,7 +406,7 @@ def measure_service(
     for group, process in processes.items():
         sampler.watch(group, process.pid)
         meter.watch(group, process.pid)
-    for scenario in ("single", "batch"):
+    for scenario in SCENARIOS:
         for number in range(1, options.runs + 1):
             results.pipeline.append(
                 run_pipeline(stack, sampler, meter, api, options, scenario, number)
@@ -473,11 +481,17 @@ def parse_options(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespa
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a small check: 2,000 single and 20,000 batch events, 1 run, limits measured for 2 s",
+        help="a small check: 2,000 single, 20,000 batch and 10,000 Segment events, 1 run, "
+        "limits measured for 2 s",
     )
     parser.add_argument("--runs", type=int, help="runs of each figure (default 3)")
     parser.add_argument("--single-events", type=int, help="single events per run (default 20,000)")
     parser.add_argument("--batch-events", type=int, help="batched events per run (default 200,000)")
+    parser.add_argument(
+        "--segment-events",
+        type=int,
+        help="Segment track messages per run, in batches to /segment/v1/batch (default 100,000)",
+    )
     parser.add_argument("--batch-size", type=int, default=100, help="events per batch request")
     parser.add_argument("--single-concurrency", type=int, default=32)
     parser.add_argument("--batch-concurrency", type=int, default=8)
@@ -507,6 +521,7 @@ def parse_options(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespa
         single_events=args.single_events or (2_000 if quick else 20_000),
         single_concurrency=args.single_concurrency,
         batch_events=args.batch_events or (20_000 if quick else 200_000),
+        segment_events=args.segment_events or (10_000 if quick else 100_000),
         batch_size=args.batch_size,
         batch_concurrency=args.batch_concurrency,
         limit_seconds=args.limit_seconds or (2.0 if quick else 3.0),
@@ -516,6 +531,7 @@ def parse_options(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespa
         "runs",
         "single_events",
         "batch_events",
+        "segment_events",
         "batch_size",
         "single_concurrency",
         "batch_concurrency",

@@ -9,6 +9,7 @@ first request. Traffic goes to 127.0.0.1 only, and every run stops at its deadli
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import signal
@@ -45,6 +46,12 @@ class LoadSpec:
     api_key: str
     timeout: float
     request_timeout: float = 60.0
+    # Segment `track` messages to /segment/v1/batch instead of ingest events.
+    segment: bool = False
+
+    @property
+    def accepted_status(self) -> int:
+        return 200 if self.segment else 202
 
 
 @dataclass
@@ -106,11 +113,26 @@ def make_event(prefix: str, index: int, rng: random.Random) -> dict[str, Any]:
     }
 
 
+def segment_message(event: dict[str, Any]) -> dict[str, Any]:
+    """The event as the `track` call a Segment SDK sends; its messageId is the event_id, which
+    the Segment API keeps as it is."""
+    return {
+        "type": "track",
+        "messageId": event["event_id"],
+        "userId": f"user-{event['payload']['customer']['id']}",
+        "event": event["event_type"],
+        "properties": event["payload"],
+        "timestamp": event["occurred_at"],
+        "context": {"library": {"name": "analytics-python", "version": "2.4.0"}},
+    }
+
+
 def request_bodies(spec: LoadSpec) -> list[tuple[int, bytes]]:
     """Every request of the run as (events in it, the raw HTTP request)."""
     rng = random.Random(spec.prefix)
+    shape = segment_message if spec.segment else dict
     events = [
-        json.dumps(make_event(spec.prefix, index, rng), separators=(",", ":"))
+        json.dumps(shape(make_event(spec.prefix, index, rng)), separators=(",", ":"))
         for index in range(spec.events)
     ]
     if spec.batch_size <= 1:
@@ -123,9 +145,15 @@ def request_bodies(spec: LoadSpec) -> list[tuple[int, bytes]]:
                 for start in range(0, len(events), spec.batch_size)
             )
         ]
+    # Segment's SDKs send the write key as the Basic user name with an empty password.
+    authorization = (
+        f"Basic {base64.b64encode(f'{spec.api_key}:'.encode()).decode()}"
+        if spec.segment
+        else f"Bearer {spec.api_key}"
+    )
     head = (
         f"POST {spec.path} HTTP/1.1\r\nHost: {HOST}:{spec.port}\r\n"
-        f"Authorization: Bearer {spec.api_key}\r\nContent-Type: application/json\r\n"
+        f"Authorization: {authorization}\r\nContent-Type: application/json\r\n"
     )
     return [
         (count, f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
@@ -153,17 +181,19 @@ async def _exchange(
     return status, body, b"\r\nconnection: close" in lowered
 
 
-def _accepted_events(status: int, body: bytes, sent: int, batch: bool) -> int:
-    if status != 202:
+def _accepted_events(spec: LoadSpec, status: int, body: bytes, sent: int) -> int:
+    if status != spec.accepted_status:
         return 0
-    return int(json.loads(body)["accepted"]) if batch else sent
+    if spec.segment:
+        # Segment's answer names no count: success covers every message of the request.
+        return sent if json.loads(body) == {"success": True} else 0
+    return int(json.loads(body)["accepted"]) if spec.batch_size > 1 else sent
 
 
 async def _client(
     spec: LoadSpec, requests: Iterator[tuple[int, bytes]], result: LoadResult, deadline: float
 ) -> None:
     streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-    batch = spec.batch_size > 1
     try:
         for sent, request in requests:
             if time.monotonic() > deadline:
@@ -191,8 +221,8 @@ async def _client(
             result.requests += 1
             result.events_sent += sent
             result.statuses[status] = result.statuses.get(status, 0) + 1
-            result.events_accepted += _accepted_events(status, body, sent, batch)
-            if status not in (0, 202) and len(result.errors) < 20:
+            result.events_accepted += _accepted_events(spec, status, body, sent)
+            if status not in (0, spec.accepted_status) and len(result.errors) < 20:
                 result.errors.append(f"HTTP {status}: {body[:300]!r}")
             if closing and streams is not None:
                 streams[1].close()
