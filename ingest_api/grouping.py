@@ -9,7 +9,6 @@ of the message that carries its event. Under light load a group is one event, pu
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.events import events_repr
+from ingest.handoff import ServedQueue
 from ingest_api.publisher import Publisher, PublishError
 
 logger = logging.getLogger(__name__)
@@ -40,16 +40,12 @@ class EventGrouper:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.linger = linger
-        self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._owner_pid = 0
-        self._start_lock = threading.Lock()
+        self._waiting = ServedQueue(self._run, "ingest-event-grouper")
 
     def publish(self, event: dict[str, Any], size: int, request_id: str) -> None:
         """Return once a message carrying `event` is confirmed, or raise PublishError."""
         pending = _Pending(event, size, request_id, time.monotonic() + self.publisher.timeout)
-        self._ensure_thread()
-        self._queue.put(pending)
+        self._waiting.put(pending)
         # Each request keeps its own deadline: a group is published until its latest one, and a
         # request whose time ran out first is answered 503 (the event may be stored all the
         # same; the client sends it again and the copy is ignored).
@@ -58,22 +54,9 @@ class EventGrouper:
         if pending.error is not None:
             raise pending.error
 
-    def _ensure_thread(self) -> None:
-        # Started lazily, in the process that serves requests (gunicorn forks after import).
-        if self._owner_pid == os.getpid():
-            return
-        with self._start_lock:
-            if self._owner_pid != os.getpid():
-                self._queue = queue.SimpleQueue()
-                self._thread = threading.Thread(
-                    target=self._run, name="ingest-event-grouper", daemon=True
-                )
-                self._thread.start()
-                self._owner_pid = os.getpid()
-
-    def _run(self) -> None:
+    def _run(self, waiting: queue.SimpleQueue[_Pending]) -> None:
         while True:
-            group = self._next_group()
+            group = self._next_group(waiting)
             now = time.monotonic()
             live = []
             for pending in group:
@@ -87,8 +70,8 @@ class EventGrouper:
             if live:
                 self._publish(live)
 
-    def _next_group(self) -> list[_Pending]:
-        group = [self._queue.get()]
+    def _next_group(self, waiting: queue.SimpleQueue[_Pending]) -> list[_Pending]:
+        group = [waiting.get()]
         size = group[0].size
         # An event alone leaves at once. When others are already waiting (load), the group stays
         # open a few milliseconds more: far fewer, larger messages for the workers to write.
@@ -96,7 +79,7 @@ class EventGrouper:
         while len(group) < self.max_events and size < self.max_bytes:
             wait = closes_at - time.monotonic() if len(group) > 1 else 0
             try:
-                pending = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                pending = waiting.get(timeout=wait) if wait > 0 else waiting.get_nowait()
             except queue.Empty:
                 break
             group.append(pending)

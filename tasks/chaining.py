@@ -3,22 +3,23 @@ that end together.
 
 Each persist task hands the ids it stored to one thread of its process and waits until a
 message carrying them is published (so a task is acked only after its projection left, as a
-chained task would be). The thread takes whatever ids queued up while its previous publish
-waited for the broker's confirm and publishes them as one message: under load one projection
-message for several persist messages, which saves the projection worker, the broker and both
-databases a round of per-message work each time, and adds no wait when the load is light.
+chained task would be). The thread gathers the ids that arrive within 20 ms of the first and
+publishes them as one message: under load one projection message for several persist
+messages, which saves the projection worker, the broker and both databases a round of
+per-message work each time. A task waits that long at most, holding its thread, not a CPU.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
 
 from celery import Task
+
+from ingest.handoff import ServedQueue
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +41,7 @@ class Stored:
 class ProjectionChain:
     def __init__(self, project: Task) -> None:
         self.project = project
-        self._queue: queue.SimpleQueue[Stored] = queue.SimpleQueue()
-        self._owner_pid = 0
-        self._start_lock = threading.Lock()
+        self._stored = ServedQueue(self._run, "ingest-projections")
 
     def add(self, inserted: list[str], duplicates: list[str], request_id: str | None) -> None:
         """Return once a projection of these ids was published (or its publish failed, and the
@@ -51,29 +50,18 @@ class ProjectionChain:
         it."""
         if inserted or duplicates:
             stored = Stored(inserted, duplicates, request_id)
-            self._ensure_thread()
-            self._queue.put(stored)
+            self._stored.put(stored)
             # The thread answers within its confirm timeout; the margin only guards against a bug.
             stored.published.wait(CONFIRM_TIMEOUT + 5)
 
-    def _ensure_thread(self) -> None:
-        # One thread per process: a prefork pool's children each start their own.
-        if self._owner_pid == os.getpid():
-            return
-        with self._start_lock:
-            if self._owner_pid != os.getpid():
-                self._queue = queue.SimpleQueue()
-                threading.Thread(target=self._run, name="ingest-projections", daemon=True).start()
-                self._owner_pid = os.getpid()
-
-    def _run(self) -> None:
+    def _run(self, waiting: queue.SimpleQueue[Stored]) -> None:
         while True:
-            gathered = [self._queue.get()]
+            gathered = [waiting.get()]
             closes_at = time.monotonic() + PROJECTION_LINGER_SECONDS
             count = len(gathered[0].inserted) + len(gathered[0].duplicates)
             while count < PROJECTION_MAX_IDS and (wait := closes_at - time.monotonic()) > 0:
                 try:
-                    stored = self._queue.get(timeout=wait)
+                    stored = waiting.get(timeout=wait)
                 except queue.Empty:
                     break
                 gathered.append(stored)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from kombu import Connection
@@ -22,7 +23,7 @@ from ingest_api import create_app
 from models import dispose_engines, engine_for
 from models.engines import sqlalchemy_url
 from tasks.topology import DEAD_QUEUE_DECLARATION, WORK_QUEUES, declare_topology
-from tests.support import Worker, running_workers
+from tests.support import Worker, running_workers, wait_until
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "INGEST_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -34,6 +35,32 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 # A read key: event status and /openapi.json; the write key above only sends.
 READ_KEY = "test-read-key"
 READ_AUTH = {"Authorization": f"Bearer {READ_KEY}"}
+
+
+# RabbitMQ's management API on the shared node (Flower's broker tab, create-roles).
+MANAGEMENT_API = f"http://{BROKER_HOST.replace('5672', '15672')}/api/"
+
+
+def management_api_up() -> bool:
+    try:
+        return requests.get(MANAGEMENT_API + "overview", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@pytest.fixture(scope="session")
+def management_api() -> str:
+    """RabbitMQ's management API. Enabling the plugin on the shared node only adds a listener on
+    15672 (and stays enabled); nothing else of the node changes."""
+    if not management_api_up():
+        subprocess.run(
+            ["rabbitmq-plugins", "enable", "rabbitmq_management"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        wait_until(management_api_up, timeout=60, what="RabbitMQ's management API")
+    return MANAGEMENT_API
 
 
 def admin_sql(url: str, *statements: str) -> None:

@@ -17,29 +17,6 @@ from tests.servers import free_port
 from tests.support import ROOT, VENV_BIN, Worker, projected_count, service_env, wait_until
 
 LOGIN = ("operator", "flower-test-password")
-MANAGEMENT_API = "http://guest:guest@127.0.0.1:15672/api/"
-
-
-def management_api_up() -> bool:
-    try:
-        return requests.get(MANAGEMENT_API + "overview", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-@pytest.fixture(scope="module")
-def management_api() -> str:
-    """RabbitMQ's management API for Flower's broker tab. Enabling the plugin on the shared node
-    only adds a listener on 15672 (and stays enabled); nothing else of the node changes."""
-    if not management_api_up():
-        subprocess.run(
-            ["rabbitmq-plugins", "enable", "rabbitmq_management"],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        wait_until(management_api_up, timeout=60, what="RabbitMQ's management API")
-    return MANAGEMENT_API
 
 
 class Flower:

@@ -50,8 +50,7 @@ from tests.support import (
     wait_until,
 )
 
-BROKER_LOGIN, BROKER_ADDRESS = BROKER_HOST.rsplit("@", 1)
-MANAGEMENT_API = f"http://{BROKER_LOGIN}@{BROKER_ADDRESS.rsplit(':', 1)[0]}:15672/api/"
+BROKER_ADDRESS = BROKER_HOST.rsplit("@", 1)[1]
 # SQLSTATE insufficient_privilege; MySQL's "command denied to user".
 POSTGRES_DENIED = "42501"
 MYSQL_DENIED = 1142
@@ -64,28 +63,6 @@ class Accounts:
     app_user: str
     owner_user: str
     vhost: str
-
-
-def management_api_up() -> bool:
-    try:
-        return requests.get(MANAGEMENT_API + "overview", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-@pytest.fixture(scope="module")
-def management_api() -> str:
-    """create-roles makes the broker's user through the management API, as in the compose
-    file; enabling the plugin only adds a listener on 15672 to the shared node."""
-    if not management_api_up():
-        subprocess.run(
-            ["rabbitmq-plugins", "enable", "rabbitmq_management"],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        wait_until(management_api_up, timeout=60, what="RabbitMQ's management API")
-    return MANAGEMENT_API
 
 
 def rabbitmqctl(*args: str) -> None:
