@@ -1,6 +1,6 @@
 """Structured logs: one JSON object per line on stderr, configured only by entry points.
 
-Entry points call `configure_logging()` (Celery workers) or hand `logging_dict()` to gunicorn.
+Entry points call `configure_logging()` (Celery workers) or hand `logging_dict()` to the server.
 Code that handles one request or one task binds its ids with `bind()`, and every line logged
 meanwhile carries them, whichever module logs it.
 """
@@ -86,10 +86,10 @@ def logging_dict(level: str = "INFO", quiet: tuple[str, ...] = ()) -> dict[str, 
         },
         "root": {"level": level, "handlers": ["stderr"]},
         "loggers": {
-            # gunicorn's loggers keep no handlers of their own: their lines go out as JSON too.
+            # granian's loggers keep no handlers of their own: their lines go out as JSON too.
             **{
                 name: {"level": level, "handlers": [], "propagate": True}
-                for name in ("gunicorn.error", "gunicorn.access")
+                for name in ("_granian", "granian.access")
             },
             **{name: {"level": "WARNING"} for name in quiet},
         },

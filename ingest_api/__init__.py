@@ -1,4 +1,4 @@
-"""The HTTP API: `create_app()` builds it; `ingest_api.wsgi:app` serves it under gunicorn."""
+"""The HTTP API: `create_app()` builds it; `python -m ingest.api_server` serves it (granian)."""
 
 from __future__ import annotations
 

@@ -51,7 +51,7 @@ API_KEY = "soak-key"
 BATCH_SIZE = 10
 ATTEMPTS = 60
 RETRY_PAUSE = 1.0
-# gunicorn closes a keep-alive connection idle for 2 s: an older one is not reused.
+# A connection idle for longer may have been closed by the server: it is not reused.
 IDLE_REUSE = 1.0
 # Seconds the faults other than the two outages take: a RabbitMQ restart, a worker restart.
 FAULT_OVERHEAD = 15.0
