@@ -12,13 +12,18 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from ingest_api.schemas import EventSchema, check_payload, is_event_id
+from ingest_api.schemas import (
+    EventSchema,
+    OccurredAtError,
+    check_payload,
+    is_event_id,
+    parse_occurred_at,
+)
 
 event_schema = EventSchema()
 FIELDS = frozenset(event_schema.fields)
 REQUIRED = frozenset(name for name, field in event_schema.fields.items() if field.required)
 MAX_TEXT = 128
-occurred_at_field = event_schema.fields["occurred_at"]
 
 
 def load_event(document: Any) -> dict[str, Any]:
@@ -44,9 +49,9 @@ def quick_load(document: Any) -> dict[str, Any] | None:
     ):
         return None
     try:
-        occurred_at = occurred_at_field.deserialize(document["occurred_at"])
+        occurred_at = parse_occurred_at(document["occurred_at"])
         check_payload(payload)
-    except ValidationError:
+    except (OccurredAtError, ValidationError):
         return None
     return {
         "event_id": event_id,
