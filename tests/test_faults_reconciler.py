@@ -37,8 +37,10 @@ def mariadb() -> Iterator[MariaDBServer]:
 
 
 @pytest.fixture
-def faulty(settings: Settings, mariadb: MariaDBServer) -> Settings:
-    ours = settings.replace(mysql_url=mariadb.url)
+def faulty(private_vhost: Settings, mariadb: MariaDBServer) -> Settings:
+    """The run's PostgreSQL database, a private MariaDB, and a vhost that only this test's
+    projector consumes (the run's own workers must not take its beat ticks)."""
+    ours = private_vhost.replace(mysql_url=mariadb.url)
     migrate(ours)
     reset(ours)
     return ours

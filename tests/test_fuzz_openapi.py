@@ -171,6 +171,9 @@ def test_a_stored_event_is_described_as_it_is_stored(
     assert answered[200] >= 5, answered
 
 
+SEGMENT_CALLS = ("batch", "import", "track", "identify", "page", "screen", "group", "alias")
+
+
 @pytest.mark.parametrize("authorization", [None, "Bearer not-the-key"])
 def test_without_a_valid_key_every_operation_that_needs_one_answers_401(
     api_schema: BaseSchema, authorization: str | None
@@ -182,6 +185,7 @@ def test_without_a_valid_key_every_operation_that_needs_one_answers_401(
         "POST /v1/events",
         "POST /v1/batch",
         "GET /v1/events/{event_id}",
+        *(f"POST /segment/v1/{call}" for call in SEGMENT_CALLS),
     }
     headers = None if authorization is None else {"Authorization": authorization}
     answered: Counter[int] = Counter()
@@ -189,8 +193,15 @@ def test_without_a_valid_key_every_operation_that_needs_one_answers_401(
     def send(case: Case) -> None:
         response = call(case, headers)
         answered[response.status_code] += 1
+        segment = case.operation.path.startswith("/segment/")
+        if segment and response.status_code in (400, 413, 415):
+            # The key may come inside a Segment body (writeKey): one that cannot be read is
+            # refused for what it is before the key is looked for. Never accepted.
+            return
         assert response.status_code == 401, f"{case.operation.label}: {response.text[:500]}"
-        assert response.headers["www-authenticate"] == ['Bearer realm="ingest"']
+        # The Segment routes ask for the key as the SDKs send it: HTTP Basic.
+        scheme = "Basic" if segment else "Bearer"
+        assert response.headers["www-authenticate"] == [f'{scheme} realm="ingest"']
 
     for operation in secured:
         fuzz(operation.as_strategy(GenerationMode.POSITIVE), send)

@@ -349,7 +349,9 @@ def test_a_scrape_storm_leaves_posts_on_time(pipeline: Settings) -> None:
     assert stormy_p99 <= 2 * quiet_p99
     # Every acknowledged event stored, and none left in flight for the next test.
     sent = 40 + len(quiet) + len(stormy)
-    wait_until(lambda: stored_count(pipeline) == sent, what=f"the {sent} events stored")
+    wait_until(
+        lambda: stored_count(pipeline) == sent, timeout=120, what=f"the {sent} events stored"
+    )
 
 
 def post_latencies(url: str, prefix: str, count: int = 1600) -> list[float]:
