@@ -257,4 +257,3 @@ def test_a_retry_that_cannot_be_published_is_dead_lettered_not_dropped(
     assert replayed.exit_code == 0, replayed.output
     wait_until(lambda: "unretryable" in stored_ids(faulty), what="the replayed event stored")
     assert dead_letters(faulty) == []
-
