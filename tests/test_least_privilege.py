@@ -65,6 +65,19 @@ class Accounts:
     vhost: str
 
 
+def create_roles(environment: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`ingest create-roles` as an operator runs it, in a folder without a .env."""
+    return subprocess.run(
+        [str(VENV_BIN / "ingest"), "create-roles"],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, timeout=60, check=False)
 
@@ -98,15 +111,7 @@ def accounts(settings: Settings, management_api: str) -> Iterator[Accounts]:
     )
     try:
         with tempfile.TemporaryDirectory() as directory:  # no .env there
-            result = subprocess.run(
-                [str(VENV_BIN / "ingest"), "create-roles"],
-                cwd=directory,
-                env=environment,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
+            result = create_roles(environment, Path(directory))
         assert result.returncode == 0, result.stdout + result.stderr
         migrate(owner)
         yield Accounts(app, owner, app_user, owner_user, vhost)
@@ -281,14 +286,6 @@ def test_create_roles_names_the_variable_that_is_wrong(
         "BROKER_URL": "amqp://app:pw@127.0.0.1:1/ingest",
         **change,
     }
-    result = subprocess.run(
-        [str(VENV_BIN / "ingest"), "create-roles"],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = create_roles(environment, tmp_path)
     assert result.returncode == 1
     assert message in result.stderr
