@@ -1,6 +1,6 @@
 """What the benchmark runs against: its own databases and vhost, the service's processes, and
 their memory. Only the service's public entry points are used: the command lines `ingest up`
-runs (built by the same functions of ingest.cli.services), `alembic upgrade head`, the
+runs (built by the same functions of ingest_cli.services), `alembic upgrade head`, the
 environment variables of .env.example, the HTTP API and the tables `events` and
 `events_projection`.
 """
@@ -33,7 +33,7 @@ from bench_cpu import read_processes, tree
 from kombu import Connection
 
 from ingest import api_server
-from ingest.cli.services import (
+from ingest_cli.services import (
     beat_argv,
     projector_argv,
     serve_argv,

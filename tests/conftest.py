@@ -17,9 +17,9 @@ from flask.testing import FlaskClient
 from kombu import Connection
 from sqlalchemy import create_engine, text
 
-from ingest.cli.maintenance import migrate
 from ingest.config import Settings
 from ingest_api import create_app
+from ingest_cli.maintenance import migrate
 from models import dispose_engines, engine_for
 from models.engines import sqlalchemy_url
 from tasks.topology import DEAD_QUEUE_DECLARATION, WORK_QUEUES, declare_topology

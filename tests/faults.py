@@ -19,9 +19,9 @@ from flask import Flask
 from kombu import Connection
 from sqlalchemy import text
 
-from ingest.cli.dead_letters import DeadLetter, peek
 from ingest.config import Settings
 from ingest_api import create_app
+from ingest_cli.dead_letters import DeadLetter, peek
 from models import engine_for
 from tasks.topology import declare_topology
 from tests.conftest import AUTH, event

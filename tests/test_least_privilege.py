@@ -25,8 +25,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from ingest.cli.maintenance import migrate
 from ingest.config import Settings
+from ingest_cli.maintenance import migrate
 from models import dispose_engines
 from models.engines import sqlalchemy_url
 from tests.api_server import running_api

@@ -18,9 +18,9 @@ from flask.testing import FlaskClient
 from kombu import Connection
 from sqlalchemy import create_engine, text
 
-from ingest.cli.dead_letters import peek
 from ingest.config import Settings
 from ingest_api import create_app
+from ingest_cli.dead_letters import peek
 from models import engine_for
 from models.engines import sqlalchemy_url
 from tasks.topology import declare_topology

@@ -8,9 +8,9 @@ import os
 from click.testing import CliRunner, Result
 from flask.testing import FlaskClient
 
-from ingest.cli import main
 from ingest.config import Settings
 from ingest_api.openapi import EventStatusSchema
+from ingest_cli import main
 from models.engines import execute
 from tests.conftest import READ_AUTH, event
 from tests.faults import dead_letters, projected_ids

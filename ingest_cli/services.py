@@ -13,10 +13,10 @@ from pathlib import Path
 
 import click
 
-from ingest.cli.context import CliContext, pass_cli
-from ingest.cli.maintenance import migrate
-from ingest.cli.supervisor import supervise
 from ingest.config import ConfigError, Settings
+from ingest_cli.context import CliContext, pass_cli
+from ingest_cli.maintenance import migrate
+from ingest_cli.supervisor import supervise
 from tasks.topology import PERSIST_QUEUE, PROJECTION_QUEUE
 
 BEAT_SCHEDULE = Path("var") / "celerybeat-schedule"

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import click
 
-from ingest.cli.context import CliContext
-from ingest.cli.dead_letters import dead_letters
-from ingest.cli.maintenance import migrate_command, reconcile_command, status_command
-from ingest.cli.refusals import refusals_group
-from ingest.cli.roles import create_roles_command
-from ingest.cli.segment import segment_group
-from ingest.cli.send import send_command
-from ingest.cli.services import (
+from ingest_cli.context import CliContext
+from ingest_cli.dead_letters import dead_letters
+from ingest_cli.maintenance import migrate_command, reconcile_command, status_command
+from ingest_cli.refusals import refusals_group
+from ingest_cli.roles import create_roles_command
+from ingest_cli.segment import segment_group
+from ingest_cli.send import send_command
+from ingest_cli.services import (
     beat_command,
     flower_command,
     projector_command,

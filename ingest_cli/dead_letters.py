@@ -22,7 +22,7 @@ from amqp.exceptions import MessageNacked
 from kombu import Connection
 from kombu.exceptions import OperationalError
 
-from ingest.cli.context import CliContext, pass_cli
+from ingest_cli.context import CliContext, pass_cli
 from tasks.topology import DEAD_QUEUE, declare_topology
 
 CONFIRM_TIMEOUT = 10

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from ingest.cli.context import CliContext, pass_cli
+from ingest_cli.context import CliContext, pass_cli
 from models.engines import sqlalchemy_url
 
 logger = logging.getLogger(__name__)

@@ -11,12 +11,12 @@ import click
 from alembic import command
 from alembic.config import Config
 
-from ingest.cli.context import CliContext, database_errors, pass_cli
 from ingest.config import Settings
 from ingest.status import event_status
+from ingest_cli.context import CliContext, database_errors, pass_cli
 
-# The checkout's alembic.ini: the package lives in ROOT/ingest/cli/.
-ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
+# The checkout's alembic.ini: the package lives in ROOT/ingest_cli/.
+ALEMBIC_INI = Path(__file__).resolve().parents[1] / "alembic.ini"
 
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}

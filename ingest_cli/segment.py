@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from ingest.cli.context import CliContext, database_errors, pass_cli
 from ingest.config import Settings
+from ingest_cli.context import CliContext, database_errors, pass_cli
 from models.engines import execute
 
 LIST_REJECTS = """

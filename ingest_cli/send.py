@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 import click
 import requests
 
-from ingest.cli.context import CliContext, pass_cli
+from ingest_cli.context import CliContext, pass_cli
 
 # Longest wait a Retry-After header may ask for; a larger value is cut down to this.
 MAX_RETRY_AFTER = 60.0
