@@ -11,6 +11,7 @@ RUN python -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY ingest ./ingest
+COPY ingest_cli ./ingest_cli
 COPY ingest_api ./ingest_api
 COPY tasks ./tasks
 COPY models ./models
