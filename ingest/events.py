@@ -1,59 +1,7 @@
-"""What an event is once accepted: the JSON the API publishes and the workers store."""
+"""Temporary: tasks/persist.py and tasks/projection.py import these names from here until they
+import them from ingest.canonical and ingest.contract; then this module goes."""
 
-from __future__ import annotations
+from ingest.canonical import compact_json
+from ingest.contract import event_ids_of, events_repr
 
-import json
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
-
-import orjson
-
-# Digits as zeros: a run of 19 may be an integer that orjson cannot read exactly.
-DIGITS_AS_ZEROS = bytes.maketrans(b"123456789", b"000000000")
-NINETEEN_DIGITS = b"0" * 19
-# Flower shows this many event ids of a message's events, then counts the rest.
-EVENT_IDS_SHOWN = 10
-
-
-def loads_json(text: bytes | str) -> Any:
-    """The JSON value of `text`, read as the standard library reads it, only faster: orjson
-    reads the same, but for integers past 64 bits, which it would turn into floats."""
-    data = text.encode() if isinstance(text, str) else bytes(text)
-    if may_hold_long_integers(data):
-        return json.loads(data)
-    return orjson.loads(data)
-
-
-def may_hold_long_integers(data: bytes) -> bool:
-    """Whether `data` has a run of 19 digits (a translation is far faster than a regex)."""
-    return NINETEEN_DIGITS in data.translate(DIGITS_AS_ZEROS)
-
-
-def compact_json(value: Any) -> str:
-    """JSON text with no spaces, non-ASCII kept as is; fast for what the API accepts."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:  # an integer beyond 64 bits, which orjson refuses
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def events_repr(event_ids: Sequence[str]) -> str:
-    """What Flower shows of a message's arguments: its event ids, never the payloads."""
-    shown = ", ".join(event_ids[:EVENT_IDS_SHOWN])
-    count = len(event_ids)
-    more = f" and {count - EVENT_IDS_SHOWN} more" if count > EVENT_IDS_SHOWN else ""
-    return f"[{count} events: {shown}{more}]"
-
-
-def event_ids_of(events: Sequence[dict[str, Any]]) -> list[str]:
-    return [event["event_id"] for event in events]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def parse_utc(value: str) -> datetime:
-    """An ISO time from a message, as an aware UTC datetime."""
-    return datetime.fromisoformat(value).astimezone(UTC)
+__all__ = ["compact_json", "event_ids_of", "events_repr"]

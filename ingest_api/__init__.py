@@ -10,8 +10,8 @@ from typing import Any
 from flask import Flask, Response, g, request
 from flask.json.provider import DefaultJSONProvider
 
+from ingest.canonical import compact_json, loads_json
 from ingest.config import Settings
-from ingest.events import compact_json, loads_json
 from ingest_api.cors import init_cors
 from ingest_api.errors import register_error_handlers
 from ingest_api.grouping import EventGrouper

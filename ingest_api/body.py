@@ -13,7 +13,7 @@ import orjson
 from flask import request
 from werkzeug.exceptions import ClientDisconnected
 
-from ingest.events import may_hold_long_integers
+from ingest.canonical import may_hold_long_integers
 from ingest_api.errors import Problem
 
 # Only a body with such an escape can hold a lone surrogate, so only it is checked for one.

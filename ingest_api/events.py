@@ -10,8 +10,8 @@ from typing import Any
 from flask import Blueprint, current_app, g, request
 from marshmallow import ValidationError
 
+from ingest.canonical import compact_json, utc_now
 from ingest.config import Settings
-from ingest.events import compact_json, utc_now
 from ingest.status import event_status
 from ingest_api.auth import READ, WRITE, require_key
 from ingest_api.body import json_body

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingest.events import events_repr
+from ingest.contract import PERSIST_EVENT, events_repr
 from ingest.handoff import ServedQueue
 from ingest_api.publisher import Publisher, PublishError
 
@@ -94,7 +94,7 @@ class EventGrouper:
             if len(group) == 1:
                 event = group[0].event
                 self.publisher.publish(
-                    "ingest.persist_event",
+                    PERSIST_EVENT,
                     [event],
                     headers,
                     deadline=deadline,

@@ -23,9 +23,9 @@ from prometheus_client.registry import Collector
 from sqlalchemy import text
 
 from ingest.config import Settings
+from ingest.contract import DEAD_QUEUE
 from ingest_api.cached import Cached
 from models import engine_for
-from tasks.topology import DEAD_QUEUE
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Any
 from celery import Celery
 from kombu import Connection, Producer
 
-from ingest.events import compact_json, event_ids_of, events_repr
-from tasks.topology import declare_topology
+from ingest.canonical import compact_json
+from ingest.contract import PERSIST_EVENTS, declare_topology, event_ids_of, events_repr
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class Publisher:
         JSON text that the worker hands to PostgreSQL without reading it."""
         event_ids = event_ids_of(events)
         self.publish(
-            "ingest.persist_events",
+            PERSIST_EVENTS,
             [event_ids, compact_json(events)],
             headers,
             deadline=deadline,

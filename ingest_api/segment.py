@@ -16,8 +16,8 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, json, request
 from marshmallow import ValidationError
 
+from ingest.canonical import compact_json, utc_now
 from ingest.config import Settings
-from ingest.events import compact_json, utc_now
 from ingest_api.auth import SEGMENT, WRITE, check_key, require_segment_key, segment_header_key
 from ingest_api.body import json_body
 from ingest_api.errors import Problem

@@ -22,8 +22,8 @@ from amqp.exceptions import MessageNacked
 from kombu import Connection
 from kombu.exceptions import OperationalError
 
+from ingest.contract import DEAD_QUEUE, declare_topology, event_ids_of
 from ingest_cli.context import CliContext, pass_cli
-from tasks.topology import DEAD_QUEUE, declare_topology
 
 CONFIRM_TIMEOUT = 10
 # Headers the broker sets on delivery; a copy published again must start without them.
@@ -51,7 +51,7 @@ class DeadLetter:
         return cls(
             task=headers.get("task"),
             task_id=headers.get("id"),
-            event_ids=event_ids_of(message.body),
+            event_ids=event_ids_of(first_argument(message.body)),
             reason=death.get("reason"),
             queue=death.get("queue"),
             exchange=death.get("exchange"),
@@ -77,20 +77,13 @@ class DeadLetter:
         )
 
 
-def event_ids_of(body: bytes | str) -> list[str]:
-    """The event ids in a Celery task message ([args, kwargs, embed]) of ingest's tasks: one
-    event, a list of events, or a list of event ids."""
+def first_argument(body: bytes | str) -> Any:
+    """The first argument of a Celery task message ([args, kwargs, embed]), None if it has none."""
     try:
         args = json.loads(body)[0]
     except (ValueError, TypeError, KeyError, IndexError):
-        return []
-    ids: list[str] = []
-    for arg in args if isinstance(args, list) else []:
-        for item in arg if isinstance(arg, list) else [arg]:
-            event_id = item.get("event_id") if isinstance(item, dict) else item
-            if isinstance(event_id, str):
-                ids.append(event_id)
-    return ids
+        return None
+    return args[0] if isinstance(args, list) and args else None
 
 
 @contextmanager

@@ -14,10 +14,10 @@ from pathlib import Path
 import click
 
 from ingest.config import ConfigError, Settings
+from ingest.contract import PERSIST_QUEUE, PROJECTION_QUEUE
 from ingest_cli.context import CliContext, pass_cli
 from ingest_cli.maintenance import migrate
 from ingest_cli.supervisor import supervise
-from tasks.topology import PERSIST_QUEUE, PROJECTION_QUEUE
 
 BEAT_SCHEDULE = Path("var") / "celerybeat-schedule"
 PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}

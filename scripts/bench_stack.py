@@ -33,6 +33,7 @@ from bench_cpu import read_processes, tree
 from kombu import Connection
 
 from ingest import api_server
+from ingest.contract import DEAD_QUEUE, PERSIST_QUEUE, PROJECTION_QUEUE
 from ingest_cli.services import (
     beat_argv,
     projector_argv,
@@ -40,7 +41,6 @@ from ingest_cli.services import (
     up_command,
     worker_argv,
 )
-from tasks.topology import DEAD_QUEUE, PERSIST_QUEUE, PROJECTION_QUEUE
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,9 @@ from bench_cpu import CLOCK_TICKS, ProcStat, named, read_processes, tree
 from bench_stack import BenchStack, Servers, wait_for
 from loadgen import make_event
 
+from ingest.canonical import compact_json, utc_now
 from ingest.config import Settings
-from ingest.events import compact_json, utc_now
+from ingest.contract import PERSIST_EVENTS
 from tasks.celery_app import create_celery
 
 
@@ -82,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         with celery.connection_for_write() as connection:
             producer = celery.amqp.Producer(connection.default_channel)
             for event_ids, events_json in messages:
-                celery.send_task(
-                    "ingest.persist_events", args=[event_ids, events_json], producer=producer
-                )
+                celery.send_task(PERSIST_EVENTS, args=[event_ids, events_json], producer=producer)
         total = args.messages * args.events
         wait_for(lambda: stack.rows() == (total, total), 600, "every event in both databases")
         seconds = time.monotonic() - started

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ingest.config import Settings  # noqa: E402
+from ingest.contract import PERSIST_QUEUE, PROJECTION_QUEUE  # noqa: E402
 from tests.faults import Beat, dead_letters, stored_ids  # noqa: E402
 from tests.servers import (  # noqa: E402
     MariaDBServer,
@@ -214,12 +215,12 @@ class Pipeline:
     def kill_projector(self) -> None:
         self.projector.kill()
         time.sleep(2)
-        self.projector = Worker(self.settings, "ingest.projection", "projector")
+        self.projector = Worker(self.settings, PROJECTION_QUEUE, "projector")
 
     def kill_worker(self) -> None:
         self.persist.kill()
         time.sleep(2)
-        self.persist = Worker(self.settings, "ingest.persist", "persist")
+        self.persist = Worker(self.settings, PERSIST_QUEUE, "persist")
 
     def restart_broker(self) -> None:
         self.broker.stop()
@@ -300,8 +301,8 @@ def running_pipeline(outage: float, answers: Answers, logs: Path) -> Iterator[tu
             cwd=ROOT, env=service_env(settings), check=True, capture_output=True,
         )  # fmt: skip
         pipeline = Pipeline(
-            settings, broker, postgres, mariadb, Worker(settings, "ingest.persist", "persist"),
-            Worker(settings, "ingest.projection", "projector"), outage, answers,
+            settings, broker, postgres, mariadb, Worker(settings, PERSIST_QUEUE, "persist"),
+            Worker(settings, PROJECTION_QUEUE, "projector"), outage, answers,
         )  # fmt: skip
         stack.callback(lambda: pipeline.persist.stop())
         stack.callback(lambda: pipeline.projector.stop())

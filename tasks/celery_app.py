@@ -12,10 +12,17 @@ from kombu import Connection
 from kombu.message import Message
 from kombu.serialization import registry
 
+from ingest.canonical import compact_json, loads_json
 from ingest.config import Settings
-from ingest.events import compact_json, loads_json
+from ingest.contract import (
+    EXCHANGE,
+    PERSIST_QUEUE,
+    RECONCILE_PROJECTION,
+    TASK_QUEUES,
+    WORK_QUEUES,
+    declare_topology,
+)
 from models import dispose_engines
-from tasks.topology import EXCHANGE, PERSIST_QUEUE, PROJECTION_QUEUE, WORK_QUEUES, declare_topology
 
 logger = logging.getLogger(__name__)
 
@@ -94,15 +101,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue_type": "quorum",
         "task_create_missing_queues": False,
         "task_queues": WORK_QUEUES,
-        "task_routes": {
-            "ingest.persist_event": {"queue": PERSIST_QUEUE},
-            "ingest.persist_events": {"queue": PERSIST_QUEUE},
-            "ingest.project_to_mysql": {"queue": PROJECTION_QUEUE},
-            "ingest.reconcile_projection": {"queue": PROJECTION_QUEUE},
-        },
+        "task_routes": {name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
         "beat_schedule": {
             "reconcile-projection": {
-                "task": "ingest.reconcile_projection",
+                "task": RECONCILE_PROJECTION,
                 # No `expires`: Celery turns it into a message TTL, and the broker dead-letters
                 # every tick that waited out a projector outage. Late ticks find little to do.
                 "schedule": settings.reconcile_interval_seconds,

@@ -21,6 +21,7 @@ from typing import Any
 
 from celery import Task, signals
 
+from ingest.contract import event_ids_of
 from ingest.logs import bind, configure_logging, unbind
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def _task_finished(
             extra={
                 "outcome": outcome,
                 "duration_ms": round(seconds * 1000, 3) if seconds is not None else None,
-                "event_ids": event_ids_of(args),
+                "event_ids": event_ids_of(args[0] if args else None),
                 "retries": task.request.retries,
             },
         )
@@ -70,16 +71,6 @@ def _task_finished(
     finally:
         if token is not None:
             unbind(token)
-
-
-def event_ids_of(args: Any) -> list[str]:
-    """The event ids a task works on: an event, a list of events, or a list of ids."""
-    if not args:
-        return []
-    first = args[0]
-    items = first if isinstance(first, list) else [first]
-    ids = [item.get("event_id") if isinstance(item, dict) else item for item in items]
-    return [event_id for event_id in ids if isinstance(event_id, str)]
 
 
 class TaskMetrics:

@@ -13,8 +13,8 @@ from kombu import Connection
 from werkzeug.test import TestResponse
 
 from ingest.config import Settings
+from ingest.contract import PERSIST_QUEUE, declare_topology
 from ingest_api import create_app
-from tasks.topology import PERSIST_QUEUE, declare_topology
 from tests.conftest import _rabbitmqctl
 
 

@@ -18,11 +18,11 @@ from kombu import Connection
 from sqlalchemy import create_engine, text
 
 from ingest.config import Settings
+from ingest.contract import DEAD_QUEUE_DECLARATION, WORK_QUEUES, declare_topology
 from ingest_api import create_app
 from ingest_cli.maintenance import migrate
 from models import dispose_engines, engine_for
 from models.engines import sqlalchemy_url
-from tasks.topology import DEAD_QUEUE_DECLARATION, WORK_QUEUES, declare_topology
 from tests.support import Worker, running_workers, wait_until
 
 POSTGRES_ADMIN_URL = os.environ.get(

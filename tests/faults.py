@@ -20,10 +20,10 @@ from kombu import Connection
 from sqlalchemy import text
 
 from ingest.config import Settings
+from ingest.contract import declare_topology
 from ingest_api import create_app
 from ingest_cli.dead_letters import DeadLetter, peek
 from models import engine_for
-from tasks.topology import declare_topology
 from tests.conftest import AUTH, event
 from tests.support import ROOT, VENV_BIN, Worker, rows, scalar, service_env, wait_until
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from ingest.canonical import compact_json
 from ingest.config import Settings
-from ingest.events import compact_json, event_ids_of
+from ingest.contract import event_ids_of
 from ingest_api.schemas import MAX_PAYLOAD_DEPTH
 from tasks.celery_app import create_celery
 from tests.support import rows

@@ -25,15 +25,15 @@ from kombu import Connection
 from sqlalchemy import text
 from werkzeug.serving import make_server
 
+from ingest.canonical import compact_json
 from ingest.config import Settings
-from ingest.events import compact_json, event_ids_of
+from ingest.contract import DEAD_QUEUE, event_ids_of
 from ingest_api import create_app
 from ingest_cli import main
 from ingest_cli.maintenance import ALEMBIC_INI
 from models import engine_for
 from tasks.persist import store_events
 from tasks.projection import RECONCILE_LOCK
-from tasks.topology import DEAD_QUEUE
 from tests.conftest import (
     AUTH,
     MYSQL_ADMIN_URL,

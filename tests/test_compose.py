@@ -33,7 +33,7 @@ from flower.command import is_flower_envvar
 
 from ingest.api_server import parse
 from ingest.config import Settings
-from tasks.topology import WORK_QUEUES
+from ingest.contract import WORK_QUEUES
 from tests.support import ROOT, VENV_BIN, service_env, wait_until
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"

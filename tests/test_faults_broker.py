@@ -10,8 +10,8 @@ import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from ingest.canonical import utc_now
 from ingest.config import Settings
-from ingest.events import utc_now
 from ingest_api.events import message_event
 from ingest_api.health import READINESS_MAX_AGE
 from ingest_api.schemas import EventSchema

@@ -19,13 +19,13 @@ from kombu.transport.native_delayed_delivery import (
     declare_native_delayed_delivery_exchanges_and_queues,
 )
 
+from ingest.canonical import utc_now
 from ingest.config import Settings
-from ingest.events import utc_now
+from ingest.contract import declare_topology
 from ingest_api.events import message_event
 from ingest_api.schemas import EventSchema
 from ingest_cli.dead_letters import DeadLetter
 from tasks.celery_app import create_celery
-from tasks.topology import declare_topology
 from tests.conftest import AUTH, admin_sql, event, reset
 from tests.faults import (
     api,

@@ -9,7 +9,7 @@ import pytest
 from kombu import Connection, Queue
 
 from ingest.config import Settings
-from tasks.topology import (
+from ingest.contract import (
     DELIVERY_LIMIT,
     EXCHANGE,
     PERSIST_QUEUE,

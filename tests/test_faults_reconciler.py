@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from ingest.canonical import compact_json
 from ingest.config import Settings
-from ingest.events import compact_json
 from tasks.persist import store_events
 from tasks.projection import RECONCILE_LOCK
 from tests.conftest import event, migrate, reset

@@ -9,8 +9,8 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
+from ingest.canonical import compact_json
 from ingest.config import Settings
-from ingest.events import compact_json
 from ingest_api.schemas import (
     MAX_PAYLOAD_DEPTH,
     MAX_PAYLOAD_INTEGER,

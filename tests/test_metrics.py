@@ -20,10 +20,10 @@ from kombu import Connection, Producer
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.config import Settings
+from ingest.contract import DEAD_LETTER_EXCHANGE, DEAD_QUEUE_DECLARATION
 from ingest_api import create_app
 from ingest_api.metrics import PAGE_MAX_AGE
 from models import engine_for
-from tasks.topology import DEAD_LETTER_EXCHANGE, DEAD_QUEUE_DECLARATION
 from tests.api_server import running_api
 from tests.conftest import AUTH, event
 from tests.servers import free_port

@@ -19,11 +19,11 @@ from kombu import Connection
 from sqlalchemy import create_engine, text
 
 from ingest.config import Settings
+from ingest.contract import declare_topology
 from ingest_api import create_app
 from ingest_cli.dead_letters import peek
 from models import engine_for
 from models.engines import sqlalchemy_url
-from tasks.topology import declare_topology
 from tests.api_support import assert_problem
 from tests.conftest import (
     AUTH,

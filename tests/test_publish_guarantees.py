@@ -11,8 +11,8 @@ from flask import Flask
 from kombu import Connection
 
 from ingest.config import Settings
+from ingest.contract import PERSIST_QUEUE
 from ingest_api import create_app
-from tasks.topology import PERSIST_QUEUE
 from tests.conftest import AUTH, event
 from tests.servers import DelayingProxy
 

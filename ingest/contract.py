@@ -1,13 +1,28 @@
-"""Exchanges and queues. Every queue is a quorum queue that dead-letters into `ingest.dead`."""
+"""What the API, the workers and the CLI agree on: the broker's exchanges and queues, the task
+names and the queue each task goes to, and how a task message names its events.
+
+Every queue is a quorum queue that dead-letters into `ingest.dead`. Importing this module
+builds no Celery app and loads no models: any process may use it.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from amqp.exceptions import PreconditionFailed
 from kombu import Connection, Exchange, Queue
 
 logger = logging.getLogger(__name__)
+
+# Task names: the API publishes them, the workers register them, beat and the CLI send them.
+PERSIST_EVENT = "ingest.persist_event"
+PERSIST_EVENTS = "ingest.persist_events"
+PROJECT_TO_MYSQL = "ingest.project_to_mysql"
+RECONCILE_PROJECTION = "ingest.reconcile_projection"
+# Flower shows this many event ids of a message's events, then counts the rest.
+EVENT_IDS_SHOWN = 10
 
 EXCHANGE = Exchange("ingest", type="topic", durable=True)
 DEAD_LETTER_EXCHANGE = Exchange("ingest.dlx", type="fanout", durable=True)
@@ -43,6 +58,14 @@ def _work_queue(name: str) -> Queue:
 
 
 WORK_QUEUES = (_work_queue(PERSIST_QUEUE), _work_queue(PROJECTION_QUEUE))
+
+# The queue each task is published to: persisting never waits behind the projection.
+TASK_QUEUES = {
+    PERSIST_EVENT: PERSIST_QUEUE,
+    PERSIST_EVENTS: PERSIST_QUEUE,
+    PROJECT_TO_MYSQL: PROJECTION_QUEUE,
+    RECONCILE_PROJECTION: PROJECTION_QUEUE,
+}
 
 DEAD_QUEUE_DECLARATION = Queue(
     DEAD_QUEUE,
@@ -81,3 +104,19 @@ def _declare_work_queue(connection: Connection, queue: Queue) -> None:
                 DELIVERY_LIMIT,
                 exc,
             )
+
+
+def event_ids_of(value: Any) -> list[str]:
+    """The event ids a task's first argument carries: one event, a list of events or a list of
+    ids (the ids of persist_events and project_to_mysql); anything else carries none."""
+    items = value if isinstance(value, list) else [value]
+    ids = (item.get("event_id") if isinstance(item, dict) else item for item in items)
+    return [event_id for event_id in ids if isinstance(event_id, str)]
+
+
+def events_repr(event_ids: Sequence[str]) -> str:
+    """What Flower shows of a message's arguments: its event ids, never the payloads."""
+    shown = ", ".join(event_ids[:EVENT_IDS_SHOWN])
+    count = len(event_ids)
+    more = f" and {count - EVENT_IDS_SHOWN} more" if count > EVENT_IDS_SHOWN else ""
+    return f"[{count} events: {shown}{more}]"
