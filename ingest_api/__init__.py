@@ -19,7 +19,7 @@ from ingest_api.metrics import init_metrics
 from ingest_api.observe import init_observability
 from ingest_api.openapi import init_openapi
 from ingest_api.publisher import Publisher
-from tasks.celery_app import create_celery
+from tasks.celery import create_celery
 
 logger = logging.getLogger(__name__)
 

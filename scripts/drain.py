@@ -26,7 +26,7 @@ from loadgen import make_event
 from ingest.canonical import compact_json, utc_now
 from ingest.config import Settings
 from ingest.contract import PERSIST_EVENTS
-from tasks.celery_app import create_celery
+from tasks.celery import create_celery
 
 
 def group_ticks(

@@ -1,5 +1,2 @@
-"""The Celery side of ingest: `celery -A tasks worker|beat|flower`."""
-
-from tasks.celery_app import app
-
-__all__ = ["app"]
+"""The Celery side of ingest: the app in tasks/celery.py (`celery -A tasks worker|beat|flower`)
+and the task modules it includes. Importing the package builds nothing."""

@@ -9,7 +9,7 @@ from ingest.canonical import compact_json
 from ingest.config import Settings
 from ingest.contract import event_ids_of
 from ingest_api.schemas import MAX_PAYLOAD_DEPTH
-from tasks.celery_app import create_celery
+from tasks.celery import create_celery
 from tests.support import rows
 
 

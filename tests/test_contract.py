@@ -23,7 +23,7 @@ EVENTS = [{"event_id": "a-1", "payload": {"event_id": "nested"}}, {"event_id": "
 
 
 def test_the_workers_register_exactly_the_tasks_the_contract_names() -> None:
-    from tasks.celery_app import app
+    from tasks.celery import app
 
     app.loader.import_default_modules()
     registered = {name for name in app.tasks if not name.startswith("celery.")}

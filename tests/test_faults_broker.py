@@ -15,7 +15,7 @@ from ingest.config import Settings
 from ingest_api.events import message_event
 from ingest_api.health import READINESS_MAX_AGE
 from ingest_api.schemas import EventSchema
-from tasks.celery_app import create_celery
+from tasks.celery import create_celery
 from tests.conftest import AUTH, event, reset
 from tests.faults import (
     Traffic,

@@ -25,7 +25,7 @@ from ingest.contract import declare_topology
 from ingest_api.events import message_event
 from ingest_api.schemas import EventSchema
 from ingest_cli.dead_letters import DeadLetter
-from tasks.celery_app import create_celery
+from tasks.celery import create_celery
 from tests.conftest import AUTH, admin_sql, event, reset
 from tests.faults import (
     api,

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 
 from ingest.config import Settings
-from tasks.celery_app import create_celery
+from tasks.celery import create_celery
 from tests.conftest import READ_AUTH, event, migrate, reset
 from tests.faults import (
     Traffic,

@@ -9,7 +9,7 @@ from typing import Any
 import requests
 
 from ingest.config import Settings
-from tasks.celery_app import create_celery
+from tasks.celery import create_celery
 from tests.api_server import running_api
 from tests.conftest import API_KEY, AUTH, event
 from tests.support import Worker, projected_count, wait_until
