@@ -16,9 +16,9 @@ from ingest_api.cors import init_cors
 from ingest_api.errors import register_error_handlers
 from ingest_api.grouping import EventGrouper
 from ingest_api.metrics import init_metrics
-from ingest_api.observe import init_observability
 from ingest_api.openapi import init_openapi
 from ingest_api.publisher import Publisher
+from ingest_api.request_log import init_request_log
 from tasks.celery import create_celery
 
 logger = logging.getLogger(__name__)
@@ -63,8 +63,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.before_request(_assign_request_id)
     app.after_request(_echo_request_id)
     register_error_handlers(app)
-    # Observability first: the CORS preflight answer stops the other before_request hooks.
-    init_observability(app)
+    # The request log first: the CORS preflight answer stops the other before_request hooks.
+    init_request_log(app)
     init_cors(app, settings.cors_origins)
 
     from ingest_api.events import events

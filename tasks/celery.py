@@ -135,7 +135,7 @@ def create_celery(settings: Settings | None = None) -> IngestCelery:
     """A Celery app for `settings`, or for the environment when it is first configured."""
     register_json_codec()
     return IngestCelery(
-        settings, include=["tasks.persist", "tasks.projection", "tasks.observability"]
+        settings, include=["tasks.persist", "tasks.projection", "tasks.task_log"]
     )
 
 

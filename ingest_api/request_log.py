@@ -38,7 +38,7 @@ REJECTION_REASONS = {
 }
 
 
-def init_observability(app: Flask) -> None:
+def init_request_log(app: Flask) -> None:
     app.before_request(_start)
     app.after_request(_finish)
     app.teardown_request(_unbind)
