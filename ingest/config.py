@@ -1,102 +1,29 @@
-"""Typed, frozen configuration read from the environment at start-up, never at import."""
+"""Typed, frozen configuration read from the environment at start-up, never at import.
+
+Each field of Settings declares, once, the variable it is read from, its default, what it means
+and how its text is read. `.env.example` and the README's configuration table are generated from
+these declarations (ingest/config_docs.py), and a test holds the committed files to them.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 WORKER_POOLS = ("threads", "prefork", "solo")
+# The key under which each field's metadata holds its Setting.
+SETTING = "setting"
+
+# Reads a variable's text, never empty, into the field's value: (variable, text) -> value.
+Parse = Callable[[str, str], Any]
 
 
 class ConfigError(ValueError):
     """A variable is missing or malformed; the message names it."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    broker_url: str = "amqp://guest:guest@localhost:5672//"
-    postgres_url: str = "postgresql://postgres@localhost:5432/events"
-    mysql_url: str | None = None
-    # Write keys: may send events.
-    api_keys: tuple[str, ...] = ()
-    # Read keys: may read event status and the OpenAPI description; a key may be in both lists.
-    read_keys: tuple[str, ...] = ()
-    auth_enabled: bool = True
-    flower_basic_auth: str | None = None
-    max_event_bytes: int = 262_144
-    max_batch_events: int = 1_000
-    max_body_bytes: int = 5_242_880
-    # Seconds the API waits for the broker's publisher confirm before answering 503.
-    publish_timeout: float = 3.0
-    publisher_pool_size: int = 8
-    # Unprojected events younger than this are left to the chained projection task.
-    reconcile_grace_seconds: float = 60.0
-    reconcile_interval_seconds: float = 30.0
-    reconcile_chunk_size: int = 500
-    projection_max_retries: int = 8
-    cors_origins: tuple[str, ...] = ()
-    # A worker serves its task metrics on this port when set; each worker needs its own.
-    worker_metrics_port: int | None = None
-    # The metrics have no login: only this machine reaches them unless the address is widened.
-    worker_metrics_address: str = "127.0.0.1"
-    # How a worker runs its tasks: threads spend no CPU handing messages to child processes.
-    worker_pool: str = "threads"
-    worker_concurrency: int = 16
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        return cls(
-            broker_url=env.get("BROKER_URL", cls.broker_url),
-            postgres_url=env.get("POSTGRES_URL", cls.postgres_url),
-            mysql_url=env.get("MYSQL_URL") or None,
-            api_keys=_split(env.get("INGEST_API_KEYS", "")),
-            read_keys=_split(env.get("INGEST_READ_KEYS", "")),
-            auth_enabled=_auth_enabled(env.get("INGEST_AUTH", "on")),
-            flower_basic_auth=env.get("FLOWER_BASIC_AUTH") or None,
-            max_event_bytes=_int(env, "INGEST_MAX_EVENT_BYTES", cls.max_event_bytes),
-            max_batch_events=_int(env, "INGEST_MAX_BATCH_EVENTS", cls.max_batch_events),
-            max_body_bytes=_int(env, "INGEST_MAX_BODY_BYTES", cls.max_body_bytes),
-            publish_timeout=_float(env, "INGEST_PUBLISH_TIMEOUT", cls.publish_timeout),
-            publisher_pool_size=_int(env, "INGEST_PUBLISHER_POOL_SIZE", cls.publisher_pool_size),
-            reconcile_grace_seconds=_float(
-                env, "INGEST_RECONCILE_GRACE_SECONDS", cls.reconcile_grace_seconds
-            ),
-            reconcile_interval_seconds=_float(
-                env, "INGEST_RECONCILE_INTERVAL_SECONDS", cls.reconcile_interval_seconds
-            ),
-            reconcile_chunk_size=_int(env, "INGEST_RECONCILE_CHUNK_SIZE", cls.reconcile_chunk_size),
-            projection_max_retries=_int(
-                env, "INGEST_PROJECTION_MAX_RETRIES", cls.projection_max_retries
-            ),
-            cors_origins=_split(env.get("INGEST_CORS_ORIGINS", "")),
-            worker_metrics_port=_int(env, "INGEST_WORKER_METRICS_PORT", 0) or None,
-            worker_metrics_address=env.get("INGEST_WORKER_METRICS_ADDRESS")
-            or cls.worker_metrics_address,
-            worker_pool=_choice(env, "INGEST_WORKER_POOL", cls.worker_pool, WORKER_POOLS),
-            worker_concurrency=_int(env, "INGEST_WORKER_CONCURRENCY", cls.worker_concurrency),
-        )
-
-    def replace(self, **changes: object) -> Settings:
-        return dataclasses.replace(self, **changes)
-
-    def check_api(self) -> None:
-        """Fail fast when the API would start in an unsafe state."""
-        if self.auth_enabled and not self.api_keys:
-            raise ConfigError("INGEST_API_KEYS is empty: set at least one key, or INGEST_AUTH=off")
-
-    def redacted(self) -> dict[str, object]:
-        """The settings as they may be logged: no passwords, no keys."""
-        values = dataclasses.asdict(self)
-        for name in ("broker_url", "postgres_url", "mysql_url"):
-            values[name] = redact_url(values[name])
-        values["api_keys"] = f"<{len(self.api_keys)} keys>"
-        values["read_keys"] = f"<{len(self.read_keys)} keys>"
-        values["flower_basic_auth"] = "<set>" if self.flower_basic_auth else None
-        return values
 
 
 def redact_url(url: str | None) -> str | None:
@@ -114,27 +41,29 @@ def _redact_one_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = env.get(name) or default
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
-    return value
+def _count_keys(keys: tuple[str, ...]) -> str:
+    return f"<{len(keys)} keys>"
 
 
-def _split(value: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in value.split(",") if item.strip())
+def _set_or_unset(value: str | None) -> str | None:
+    return "<set>" if value else None
 
 
-def _auth_enabled(value: str) -> bool:
-    if value.lower() not in ("on", "off"):
-        raise ConfigError(f"INGEST_AUTH must be 'on' or 'off', not {value!r}")
-    return value.lower() == "on"
+def _text(name: str, raw: str) -> str:
+    return raw
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
+def _split(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _on_off(name: str, raw: str) -> bool:
+    if raw.lower() not in ("on", "off"):
+        raise ConfigError(f"{name} must be 'on' or 'off', not {raw!r}")
+    return raw.lower() == "on"
+
+
+def _positive_int(name: str, raw: str) -> int:
     try:
         value = int(raw)
     except ValueError:
@@ -144,10 +73,7 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
+def _seconds(name: str, raw: str) -> float:
     try:
         value = float(raw)
     except ValueError:
@@ -155,3 +81,210 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if value < 0:
         raise ConfigError(f"{name} must not be negative, not {value}")
     return value
+
+
+def _one_of(*choices: str) -> Parse:
+    def parse(name: str, raw: str) -> str:
+        if raw not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {raw!r}")
+        return raw
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one field of Settings is read from the environment, documented and logged."""
+
+    variable: str
+    doc: str
+    parse: Parse
+    # What .env.example sets it to, when that is not the default (this machine's servers).
+    example: str | None
+    # How the value may be logged; None: as it is.
+    redact: Callable[[Any], object] | None
+
+
+def setting(
+    variable: str,
+    default: object,
+    doc: str,
+    parse: Parse = _text,
+    *,
+    example: str | None = None,
+    redact: Callable[[Any], object] | None = None,
+) -> Any:
+    """A field of Settings read from `variable`; unset or empty means `default`."""
+    return dataclasses.field(
+        default=default, metadata={SETTING: Setting(variable, doc, parse, example, redact)}
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of every process, each one field: `setting(VARIABLE, default, meaning,
+    parse)`, the meaning one line of Markdown, and `redact=` for a secret. After adding or
+    changing one, run `.venv/bin/python scripts/write_config_docs.py`."""
+
+    broker_url: str = setting(
+        "BROKER_URL",
+        "amqp://guest:guest@localhost:5672//",
+        "RabbitMQ; the nodes of a cluster separated by `;`",
+        # .env.example keeps this default: the code may hold one URL with a password, guest's.
+        redact=redact_url,
+    )
+    postgres_url: str = setting(
+        "POSTGRES_URL",
+        "postgresql://postgres@localhost:5432/events",
+        "PostgreSQL, the source of truth, required",
+        example="postgresql://postgres@127.0.0.1:5432/events",
+        redact=redact_url,
+    )
+    mysql_url: str | None = setting(
+        "MYSQL_URL",
+        None,
+        "MySQL or MariaDB projection; unset = projection off, the rest works",
+        example="mysql://root@127.0.0.1:3306/events",
+        redact=redact_url,
+    )
+    api_keys: tuple[str, ...] = setting(
+        "INGEST_API_KEYS",
+        (),
+        "Comma-separated write keys: they send events and read nothing; the API refuses to "
+        "start without one unless `INGEST_AUTH=off`",
+        _split,
+        redact=_count_keys,
+    )
+    read_keys: tuple[str, ...] = setting(
+        "INGEST_READ_KEYS",
+        (),
+        "Comma-separated read keys: `GET /v1/events/<id>` and `/openapi.json`, nothing else; "
+        "unset = nobody reads ([Security](#security))",
+        _split,
+        redact=_count_keys,
+    )
+    auth_enabled: bool = setting(
+        "INGEST_AUTH",
+        True,
+        "Whether requests need a key: `off` accepts them without one (for a private network only)",
+        _on_off,
+    )
+    flower_basic_auth: str | None = setting(
+        "FLOWER_BASIC_AUTH",
+        None,
+        "`user:password`, the login Flower asks for",
+        redact=_set_or_unset,
+    )
+    max_event_bytes: int = setting(
+        "INGEST_MAX_EVENT_BYTES", 262_144, "Largest event, as compact JSON", _positive_int
+    )
+    max_batch_events: int = setting(
+        "INGEST_MAX_BATCH_EVENTS", 1_000, "Most events in one `/v1/batch`", _positive_int
+    )
+    max_body_bytes: int = setting(
+        "INGEST_MAX_BODY_BYTES",
+        5_242_880,
+        "Largest request body, after decompression",
+        _positive_int,
+    )
+    publish_timeout: float = setting(
+        "INGEST_PUBLISH_TIMEOUT",
+        3.0,
+        "Seconds the API waits for the broker's confirm before answering `503`",
+        _seconds,
+    )
+    publisher_pool_size: int = setting(
+        "INGEST_PUBLISHER_POOL_SIZE",
+        8,
+        "Idle broker connections kept per API process",
+        _positive_int,
+    )
+    reconcile_grace_seconds: float = setting(
+        "INGEST_RECONCILE_GRACE_SECONDS",
+        60.0,
+        "Seconds an event may stay unprojected before the reconciler projects it; younger ones "
+        "are left to the chained task",
+        _seconds,
+    )
+    reconcile_interval_seconds: float = setting(
+        "INGEST_RECONCILE_INTERVAL_SECONDS",
+        30.0,
+        "Seconds between two runs of the reconciler (celery beat)",
+        _seconds,
+    )
+    reconcile_chunk_size: int = setting(
+        "INGEST_RECONCILE_CHUNK_SIZE", 500, "Events per reconciler chunk", _positive_int
+    )
+    projection_max_retries: int = setting(
+        "INGEST_PROJECTION_MAX_RETRIES",
+        8,
+        "Projection retries (exponential backoff with jitter) before the reconciler takes over",
+        _positive_int,
+    )
+    cors_origins: tuple[str, ...] = setting(
+        "INGEST_CORS_ORIGINS",
+        (),
+        "Comma-separated browser origins allowed to send events (CORS; `*`: any); unset = none; "
+        "reads get no CORS",
+        _split,
+    )
+    worker_metrics_port: int | None = setting(
+        "INGEST_WORKER_METRICS_PORT",
+        None,
+        "Port on which a worker serves its task metrics for Prometheus; unset = none (one port "
+        "per worker)",
+        _positive_int,
+    )
+    worker_metrics_address: str = setting(
+        "INGEST_WORKER_METRICS_ADDRESS",
+        "127.0.0.1",
+        "Address those metrics listen on; they have no login, so widen it (`0.0.0.0`) only "
+        "where the network keeps others out",
+    )
+    worker_pool: str = setting(
+        "INGEST_WORKER_POOL",
+        "threads",
+        "Celery pool of each worker: `threads` (one process), `prefork` (child processes) "
+        "or `solo`",
+        _one_of(*WORKER_POOLS),
+    )
+    worker_concurrency: int = setting(
+        "INGEST_WORKER_CONCURRENCY",
+        16,
+        "Threads per worker (a persist task waits up to 20 ms for its projection's publish, "
+        "holding its thread, not a CPU); with `prefork`, set about one process per CPU; `-c` on "
+        "the command line wins",
+        _positive_int,
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values = {}
+        for field, declared in declared_settings():
+            raw = env.get(declared.variable, "")
+            if raw != "":
+                values[field.name] = declared.parse(declared.variable, raw)
+        return cls(**values)
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def check_api(self) -> None:
+        """Fail fast when the API would start in an unsafe state."""
+        if self.auth_enabled and not self.api_keys:
+            raise ConfigError("INGEST_API_KEYS is empty: set at least one key, or INGEST_AUTH=off")
+
+    def redacted(self) -> dict[str, object]:
+        """The settings as they may be logged: no passwords, no keys."""
+        values: dict[str, object] = {}
+        for field, declared in declared_settings():
+            value = getattr(self, field.name)
+            values[field.name] = declared.redact(value) if declared.redact else value
+        return values
+
+
+def declared_settings() -> Iterator[tuple[dataclasses.Field[Any], Setting]]:
+    """Each field of Settings with its declaration, in the order they are declared."""
+    for field in dataclasses.fields(Settings):
+        yield field, field.metadata[SETTING]
