@@ -14,11 +14,12 @@ from typing import Any
 from celery import Task
 from sqlalchemy.exc import DBAPIError
 
-from ingest.events import compact_json, event_ids_of, events_repr
+from ingest.canonical import compact_json
+from ingest.contract import PERSIST_EVENT, PERSIST_EVENTS, event_ids_of, events_repr
 from models.engines import execute
 from models.errors import is_transient
 from tasks.backoff import backoff_seconds
-from tasks.celery_app import app
+from tasks.celery import app
 from tasks.chaining import ProjectionChain
 from tasks.projection import project_to_mysql
 
@@ -65,12 +66,12 @@ WHERE events.event_id = arrived.event_id AND events.payload_sha256 <> arrived.pa
 """
 
 
-@app.task(name="ingest.persist_event", **PERSIST_OPTIONS)
+@app.task(name=PERSIST_EVENT, **PERSIST_OPTIONS)
 def persist_event(self: Task, event: dict[str, Any]) -> None:
     persist(self, [event["event_id"]], compact_json([event]))
 
 
-@app.task(name="ingest.persist_events", **PERSIST_OPTIONS)
+@app.task(name=PERSIST_EVENTS, **PERSIST_OPTIONS)
 def persist_events(self: Task, events: list[Any], events_json: str | None = None) -> None:
     """`events`: the events' ids, and `events_json` the events as one JSON array, as the API
     sends them (the worker hands the text to PostgreSQL unread); or the events themselves."""

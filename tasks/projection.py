@@ -27,11 +27,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from ingest.config import Settings
+from ingest.contract import PROJECT_TO_MYSQL, RECONCILE_PROJECTION
 from models import engine_for
 from models.engines import execute
 from models.errors import is_refusal, is_transient, mysql_error
 from tasks.backoff import backoff_seconds
-from tasks.celery_app import app
+from tasks.celery import app
 
 logger = logging.getLogger(__name__)
 
@@ -87,9 +88,7 @@ RECONCILE_LOCK = 0x1A6E57
 
 # max_retries=None: INGEST_PROJECTION_MAX_RETRIES decides when to give up; Celery's own cap
 # (3) would fail the task first, and the failed message would be dead-lettered.
-@app.task(
-    name="ingest.project_to_mysql", bind=True, acks_late=True, ignore_result=True, max_retries=None
-)
+@app.task(name=PROJECT_TO_MYSQL, bind=True, acks_late=True, ignore_result=True, max_retries=None)
 def project_to_mysql(self: Task, event_ids: list[str], maybe_projected: Sequence[str] = ()) -> None:
     """Upsert the stored events `event_ids` into MySQL, read from PostgreSQL, and those of
     `maybe_projected` that MySQL does not hold yet."""
@@ -174,7 +173,7 @@ def missing_in_mysql(mysql_url: str, event_ids: Sequence[str]) -> list[str]:
     return [event_id for event_id in event_ids if event_id not in present]
 
 
-@app.task(name="ingest.reconcile_projection", bind=True, acks_late=True, ignore_result=True)
+@app.task(name=RECONCILE_PROJECTION, bind=True, acks_late=True, ignore_result=True)
 def reconcile_projection(self: Task) -> None:
     settings = self.app.settings
     if not settings.mysql_url:
