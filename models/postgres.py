@@ -66,6 +66,12 @@ class Event(Base):
     conflict_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), comment="When a conflicting duplicate last arrived."
     )
+    schema_version: Mapped[int | None] = mapped_column(
+        Integer, comment="The version of its type's schema the event was checked against."
+    )
+    schema_violations: Mapped[list[dict[str, str]] | None] = mapped_column(
+        JSONB, comment="What the event broke of that schema, accepted in warn mode; NULL = nothing."
+    )
 
 
 class ProjectionCheckpoint(Base):
