@@ -5,7 +5,7 @@ benchmark's own events (scripts/loadgen.py), the native ones and the Segment `tr
 compiles ORDER_SCHEMA once per library and prints the CPU time per event of each: valid events
 (the common case: one yes/no), and events that break four rules (every violation collected, as
 a 422 or a warn-mode record needs them). The candidates are jsonschema-rs (Rust, the one
-ingest uses: ingest.contracts), jsonschema (pure Python, draft 2020-12) and fastjsonschema
+ingest uses: ingest.event_schemas), jsonschema (pure Python, draft 2020-12) and fastjsonschema
 (Python code generated from the schema; drafts 4 to 7 only, and its `pattern` runs on
 Python's backtracking `re`), when it is installed.
 
@@ -26,7 +26,7 @@ from typing import Any
 
 from loadgen import EVENT_TYPES, make_event, segment_message
 
-from ingest.contracts import compile_schema
+from ingest.event_schemas import compile_schema
 
 # An order as scripts/loadgen.py makes it: every field required, nothing else allowed.
 ORDER = {

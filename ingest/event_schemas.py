@@ -21,7 +21,7 @@ from urllib.parse import unquote
 
 import jsonschema_rs
 
-from ingest.events import compact_json
+from ingest.canonical import compact_json
 
 logger = logging.getLogger(__name__)
 
