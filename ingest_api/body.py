@@ -35,7 +35,7 @@ def json_body(max_body_bytes: int) -> Any:
         # werkzeug raises this from within the failed read: that read's error is the context.
         if not isinstance(exc.__context__, (BlockingIOError, TimeoutError)):
             raise
-        # The body's deadline (ingest.rsgi) ran out before the whole body arrived.
+        # The body's deadline (ingest_api.rsgi) ran out before the whole body arrived.
         raise Problem(
             408,
             f"The body stopped arriving before its Content-Length of {request.content_length} "

@@ -1,7 +1,7 @@
 """Prometheus metrics: what the API answered (counted per request, summed over every server
 worker) and, at scrape time, what the pipeline holds (read from PostgreSQL and RabbitMQ).
 
-Under `python -m ingest.api_server` each worker writes its counters to files in
+Under `python -m ingest_api.server` each worker writes its counters to files in
 PROMETHEUS_MULTIPROC_DIR (the server sets it up before the workers start) and `/metrics` sums
 them; without that variable the counters live in the one process that serves `/metrics`.
 """

@@ -2,7 +2,7 @@
 
 Each wrapper checks the settings its process needs, then replaces itself with the real
 command; arguments after the options go to that command unchanged. The plain commands
-(`python -m ingest.api_server`, `celery -A tasks worker ...`) keep working.
+(`python -m ingest_api.server`, `celery -A tasks worker ...`) keep working.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ extra_args = click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 def serve_argv(bind: str, workers: int, extra: tuple[str, ...] = ()) -> list[str]:
     host, _, port = bind.rpartition(":")
     return [
-        sys.executable, "-m", "ingest.api_server", "--host", host.strip("[]"), "--port", port,
+        sys.executable, "-m", "ingest_api.server", "--host", host.strip("[]"), "--port", port,
         "--workers", str(workers), *extra,
     ]  # fmt: skip
 
@@ -84,7 +84,7 @@ def run(cli: CliContext, argv: list[str]) -> None:
 def serve_command(cli: CliContext, bind: str, workers: int, extra: tuple[str, ...]) -> None:
     """Serve the HTTP API with granian.
 
-    Runs `python -m ingest.api_server`: granian with 16 app threads per worker and a 30 s
+    Runs `python -m ingest_api.server`: granian with 16 app threads per worker and a 30 s
     deadline on the request head and on the body. Extra arguments go to it (--threads, or any
     granian option), e.g. `ingest serve --bind 0.0.0.0:8000 --http1-header-read-timeout 10000`.
     """

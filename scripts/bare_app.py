@@ -1,7 +1,7 @@
 """A bare Flask endpoint: what the API's HTTP server and Flask alone can answer on this machine.
 
 The benchmark serves it on the API's server with the API's settings: it runs
-`python scripts/bare_app.py` with the options `ingest serve` gives `python -m ingest.api_server`
+`python scripts/bare_app.py` with the options `ingest serve` gives `python -m ingest_api.server`
 (scripts/ on PYTHONPATH), and this app takes the API's place behind the same adapter.
 """
 
@@ -11,9 +11,9 @@ import os
 
 from flask import Flask, request
 
-from ingest import api_server
 from ingest.config import Settings
-from ingest.rsgi import BODY_TIMEOUT_VARIABLE, THREADS_VARIABLE, WsgiOverRsgi
+from ingest_api import server as api_server
+from ingest_api.rsgi import BODY_TIMEOUT_VARIABLE, THREADS_VARIABLE, WsgiOverRsgi
 
 app = Flask(__name__)
 
@@ -30,7 +30,7 @@ def healthz() -> dict[str, str]:
 
 
 def create_rsgi_app() -> WsgiOverRsgi:
-    """The server's factory, as ingest.rsgi.create_rsgi_app builds the API's."""
+    """The server's factory, as ingest_api.rsgi.create_rsgi_app builds the API's."""
     return WsgiOverRsgi(
         app,
         max_body_bytes=Settings.from_env().max_body_bytes,
@@ -40,8 +40,8 @@ def create_rsgi_app() -> WsgiOverRsgi:
 
 
 if __name__ == "__main__":
-    # ingest.api_server serves its TARGET with all its defaults; only the app changes here.
+    # ingest_api.server serves its TARGET with all its defaults; only the app changes here.
     if not hasattr(api_server, "TARGET"):
-        raise SystemExit("ingest.api_server has no TARGET to swap for the bare app")
+        raise SystemExit("ingest_api.server has no TARGET to swap for the bare app")
     api_server.TARGET = f"bare_app:{create_rsgi_app.__name__}"
     api_server.main()

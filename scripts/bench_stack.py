@@ -32,8 +32,8 @@ import psycopg2
 from bench_cpu import read_processes, tree
 from kombu import Connection
 
-from ingest import api_server
 from ingest.contract import DEAD_QUEUE, PERSIST_QUEUE, PROJECTION_QUEUE
+from ingest_api import server as api_server
 from ingest_cli.services import (
     beat_argv,
     projector_argv,

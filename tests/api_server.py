@@ -1,4 +1,4 @@
-"""The API as it runs in production: `python -m ingest.api_server` (granian), as a subprocess."""
+"""The API as it runs in production: `python -m ingest_api.server` (granian), as a subprocess."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class ApiServer:
         self.log = Path(tempfile.mkstemp(prefix="api-", suffix=".log")[1])
         port = self.url.rsplit(":", 1)[1]
         command = [
-            str(VENV_BIN / "python"), "-m", "ingest.api_server",
+            str(VENV_BIN / "python"), "-m", "ingest_api.server",
             "--host", "127.0.0.1", "--port", port, "--workers", str(workers),
         ]  # fmt: skip
         with self.log.open("wb") as log:

@@ -14,7 +14,7 @@ from werkzeug.test import TestResponse
 
 from ingest.config import Settings
 from ingest.contract import PERSIST_QUEUE, declare_topology
-from ingest_api import create_app
+from ingest_api.app import create_app
 from tests.conftest import _rabbitmqctl
 
 

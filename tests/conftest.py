@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 
 from ingest.config import Settings
 from ingest.contract import DEAD_QUEUE_DECLARATION, WORK_QUEUES, declare_topology
-from ingest_api import create_app
+from ingest_api.app import create_app
 from ingest_cli.maintenance import migrate
 from models import dispose_engines, engine_for
 from models.engines import sqlalchemy_url

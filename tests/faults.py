@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from ingest.config import Settings
 from ingest.contract import declare_topology
-from ingest_api import create_app
+from ingest_api.app import create_app
 from ingest_cli.dead_letters import DeadLetter, peek
 from models import engine_for
 from tests.conftest import AUTH, event

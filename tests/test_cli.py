@@ -28,7 +28,7 @@ from werkzeug.serving import make_server
 from ingest.canonical import compact_json
 from ingest.config import Settings
 from ingest.contract import DEAD_QUEUE, event_ids_of
-from ingest_api import create_app
+from ingest_api.app import create_app
 from ingest_cli import main
 from ingest_cli.maintenance import ALEMBIC_INI
 from models import engine_for
@@ -407,7 +407,7 @@ def test_serve_becomes_the_api_server_with_the_settings_checked_first(
         wait_until(lambda: healthy(f"http://127.0.0.1:{port}"), timeout=60, what="the API")
         # The wrapper replaced itself: the process it started is the server's main process.
         command_line = Path(f"/proc/{server.pid}/cmdline").read_bytes().split(b"\0")
-        assert command_line[1:3] == [b"-m", b"ingest.api_server"]
+        assert command_line[1:3] == [b"-m", b"ingest_api.server"]
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0
     finally:

@@ -31,9 +31,9 @@ import setuptools
 import yaml
 from flower.command import is_flower_envvar
 
-from ingest.api_server import parse
 from ingest.config import Settings
 from ingest.contract import WORK_QUEUES
+from ingest_api.server import parse
 from tests.support import ROOT, VENV_BIN, service_env, wait_until
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -270,7 +270,7 @@ def test_celery_healthchecks_ping_the_node_their_service_runs(compose: dict[str,
 def test_api_command_runs_the_api_server_on_the_published_port(rendered: dict[str, Any]) -> None:
     api = services(rendered)["api"]
     command = api["command"]
-    assert command[:3] == ["python", "-m", "ingest.api_server"]
+    assert command[:3] == ["python", "-m", "ingest_api.server"]
     # Parsed as the server parses it: an option that granian does not know fails here.
     threads, server = parse(command[3:])
     assert threads >= 1

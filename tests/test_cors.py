@@ -9,7 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from ingest.config import Settings
-from ingest_api import create_app
+from ingest_api.app import create_app
 from tests.conftest import AUTH, READ_AUTH, event
 
 SHOP = "https://shop.example"

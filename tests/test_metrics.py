@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.config import Settings
 from ingest.contract import DEAD_LETTER_EXCHANGE, DEAD_QUEUE_DECLARATION
-from ingest_api import create_app
+from ingest_api.app import create_app
 from ingest_api.metrics import PAGE_MAX_AGE
 from models import engine_for
 from tests.api_server import running_api

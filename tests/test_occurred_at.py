@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 
 from ingest.config import Settings
 from ingest.contract import declare_topology
-from ingest_api import create_app
+from ingest_api.app import create_app
 from ingest_cli.dead_letters import peek
 from models import engine_for
 from models.engines import sqlalchemy_url

@@ -16,7 +16,7 @@ from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAP
 from werkzeug.test import EnvironBuilder, TestResponse
 
 from ingest.config import Settings
-from ingest_api import create_app
+from ingest_api.app import create_app
 from tests.conftest import AUTH, READ_AUTH, event
 from tests.support import stored_count, wait_until
 

@@ -12,7 +12,7 @@ from kombu import Connection
 
 from ingest.config import Settings
 from ingest.contract import PERSIST_QUEUE
-from ingest_api import create_app
+from ingest_api.app import create_app
 from tests.conftest import AUTH, event
 from tests.servers import DelayingProxy
 

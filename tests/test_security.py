@@ -41,7 +41,7 @@ from swagger_ui_bundle import swagger_ui_path
 from werkzeug.routing import Rule
 
 from ingest.config import ConfigError, Settings
-from ingest_api import create_app
+from ingest_api.app import create_app
 from tests.api_support import queued_messages, unconsumed_api
 from tests.conftest import API_KEY, AUTH, READ_AUTH, READ_KEY, _rabbitmqctl, event
 from tests.servers import free_port
@@ -293,9 +293,9 @@ def test_with_auth_off_the_api_starts_without_a_key_and_asks_for_none(settings: 
 
 
 def test_the_server_command_refuses_to_serve_the_api_without_a_key(settings: Settings) -> None:
-    """docker-compose.yml and the image run `python -m ingest.api_server`, not `ingest serve`."""
+    """docker-compose.yml and the image run `python -m ingest_api.server`, not `ingest serve`."""
     command = [
-        str(VENV_BIN / "python"), "-m", "ingest.api_server",
+        str(VENV_BIN / "python"), "-m", "ingest_api.server",
         "--port", str(free_port()), "--workers", "1",
     ]  # fmt: skip
     result = subprocess.run(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from flask import Flask
 
-# How `python -m ingest.api_server` tells its workers the pool size and the body deadline.
+# How `python -m ingest_api.server` tells its workers the pool size and the body deadline.
 THREADS_VARIABLE = "INGEST_API_THREADS"
 BODY_TIMEOUT_VARIABLE = "INGEST_API_BODY_TIMEOUT"
 # Request headers that WSGI names without the HTTP_ prefix.
@@ -143,7 +143,7 @@ class WsgiOverRsgi:
 
 def create_rsgi_app() -> WsgiOverRsgi:
     """granian's factory (`--factory`): each worker builds its own app after the fork."""
-    from ingest_api import create_app
+    from ingest_api.app import create_app
 
     app = create_app()
     return WsgiOverRsgi(

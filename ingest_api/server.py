@@ -1,6 +1,6 @@
-"""The API's HTTP server: `python -m ingest.api_server [granian options]`.
+"""The API's HTTP server: `python -m ingest_api.server [granian options]`.
 
-granian (a Rust HTTP server) runs the Flask app through ingest.rsgi, with ingest's defaults;
+granian (a Rust HTTP server) runs the Flask app through ingest_api.rsgi, with ingest's defaults;
 granian options given on the command line or as GRANIAN_* variables override them. Before any
 worker starts it refuses to serve without the API's settings, gives the workers one empty
 directory for their Prometheus counters (PROMETHEUS_MULTIPROC_DIR, a fresh temporary one unless
@@ -26,11 +26,11 @@ from granian.cli import cli as granian_cli
 
 from ingest.config import ConfigError, Settings
 from ingest.logs import configure_logging, logging_dict
-from ingest.rsgi import BODY_TIMEOUT_VARIABLE, THREADS_VARIABLE
+from ingest_api.rsgi import BODY_TIMEOUT_VARIABLE, THREADS_VARIABLE
 
-logger = logging.getLogger("ingest.api_server")  # not "__main__" under `python -m`
+logger = logging.getLogger("ingest_api.server")  # not "__main__" under `python -m`
 
-TARGET = "ingest.rsgi:create_rsgi_app"
+TARGET = "ingest_api.rsgi:create_rsgi_app"
 # Threads per worker that run the app; each waits a few ms on a broker confirm per request.
 THREADS = 16
 DEFAULTS: dict[str, Any] = {
@@ -39,7 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "workers": 2,
     "http": "1",
     "websockets": False,
-    # The whole request head must arrive within this; the body gets as long again (ingest.rsgi).
+    # The whole request head must arrive within this; the body gets as long again (ingest_api.rsgi).
     "http1_header_read_timeout": 30_000,
     # Requests in progress per worker, slow clients included; more wait in the listen backlog.
     "backpressure": 256,
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(exc.exit_code)
         except click.exceptions.Exit as exc:  # --help, --version
             sys.exit(exc.exit_code)
-        # The workers read these when they build the app (ingest.rsgi.create_rsgi_app).
+        # The workers read these when they build the app (ingest_api.rsgi.create_rsgi_app).
         os.environ[THREADS_VARIABLE] = str(threads)
         os.environ[BODY_TIMEOUT_VARIABLE] = str(context.params["http1_header_read_timeout"] / 1000)
         with context:
