@@ -12,13 +12,13 @@ from marshmallow import ValidationError
 
 from ingest.canonical import compact_json, utc_now
 from ingest.config import Settings
-from ingest.status import event_status
 from ingest_api.auth import READ, WRITE, require_key
 from ingest_api.body import json_body
 from ingest_api.errors import Problem
 from ingest_api.publisher import PublishError
 from ingest_api.schemas import BatchSchema, is_event_id
 from ingest_api.validation import load_event
+from models.status import event_status
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from alembic import command
 from alembic.config import Config
 
 from ingest.config import Settings
-from ingest.status import event_status
 from ingest_cli.context import CliContext, database_errors, pass_cli
+from models.status import event_status
 
 # The checkout's alembic.ini: the package lives in ROOT/ingest_cli/.
 ALEMBIC_INI = Path(__file__).resolve().parents[1] / "alembic.ini"
