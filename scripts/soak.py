@@ -1,7 +1,7 @@
 """Soak run: events over HTTP, with concurrency, while faults strike at random moments.
 
-It starts its own RabbitMQ, PostgreSQL and MariaDB on free ports (tests/servers.py), the API
-as `ingest serve` runs it, a persist worker, a projection worker and celery beat. While
+It starts its own RabbitMQ, PostgreSQL and MariaDB on free ports (testlib.private_servers), the
+API as `ingest serve` runs it, a persist worker, a projection worker and celery beat. While
 it sends events it kills the persist worker and the projection worker with -9, restarts RabbitMQ,
 and takes PostgreSQL and MySQL down for a while, each once, in random order. Then it waits
 until the pipeline is quiet and prints what survived. Everything it started is stopped and
@@ -19,8 +19,6 @@ import http.client
 import json
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,22 +29,19 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from ingest.config import Settings  # noqa: E402
-from ingest.contract import PERSIST_QUEUE, PROJECTION_QUEUE  # noqa: E402
-from tests.faults import Beat, dead_letters, stored_ids  # noqa: E402
-from tests.servers import (  # noqa: E402
+from ingest.config import Settings
+from ingest.contract import PERSIST_QUEUE, PROJECTION_QUEUE
+from testlib.data import dead_letters, scalar, stored_ids
+from testlib.private_servers import (
     MariaDBServer,
     PostgresServer,
     RabbitNode,
-    free_port,
     private_mariadb,
     private_postgres,
     private_rabbitmq,
 )
-from tests.support import VENV_BIN, Worker, scalar, service_env, wait_until  # noqa: E402
+from testlib.processes import ROOT, VENV_BIN, HttpService, Worker, running_beat, service_env
+from testlib.wait import HarnessError, wait_until
 
 API_KEY = "soak-key"
 BATCH_SIZE = 10
@@ -159,36 +154,6 @@ class Sender(threading.Thread):
         return response.status
 
 
-class Api:
-    """`ingest serve` on a free port."""
-
-    def __init__(self, settings: Settings, logs: Path) -> None:
-        self.port = free_port()
-        self.log = logs / "api.log"
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [str(VENV_BIN / "ingest"), "--env-file", os.devnull, "serve",
-                 "--bind", f"127.0.0.1:{self.port}"],
-                cwd=ROOT, env=service_env(settings), stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        wait_until(self._ready, timeout=60, what="the API to answer")
-
-    def _ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"the API exited:\n{self.log.read_text(errors='replace')[-3000:]}")
-        with socket.socket() as probe:
-            return probe.connect_ex(("127.0.0.1", self.port)) == 0
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-
 @dataclass
 class Pipeline:
     settings: Settings
@@ -283,7 +248,9 @@ def strike(pipeline: Pipeline, rng: random.Random, seconds: float, began: float)
 
 
 @contextmanager
-def running_pipeline(outage: float, answers: Answers, logs: Path) -> Iterator[tuple[Pipeline, Api]]:
+def running_pipeline(
+    outage: float, answers: Answers, logs: Path
+) -> Iterator[tuple[Pipeline, HttpService]]:
     with ExitStack() as stack:
         broker = stack.enter_context(private_rabbitmq())
         postgres = stack.enter_context(private_postgres())
@@ -306,10 +273,22 @@ def running_pipeline(outage: float, answers: Answers, logs: Path) -> Iterator[tu
         )  # fmt: skip
         stack.callback(lambda: pipeline.persist.stop())
         stack.callback(lambda: pipeline.projector.stop())
-        stack.callback(Beat(settings).stop)
-        api = Api(settings, logs)
+        stack.enter_context(running_beat(settings))
+        api = HttpService("api", serve_command, service_env(settings), logs / "api.log")
         stack.callback(api.stop)
         yield pipeline, api
+
+
+def serve_command(port: int) -> list[str]:
+    """`ingest serve` on `port`."""
+    return [
+        str(VENV_BIN / "ingest"),
+        "--env-file",
+        os.devnull,
+        "serve",
+        "--bind",
+        f"127.0.0.1:{port}",
+    ]
 
 
 def count(url: str | None, sql: str) -> int:
@@ -360,7 +339,7 @@ def main() -> int:
         try:
             wait_until(quiet, timeout=options.quiet_timeout, interval=1)
             settled_in = f"{time.monotonic() - quiet_from:.0f}"
-        except AssertionError:
+        except HarnessError:
             settled_in = f"not within {options.quiet_timeout:.0f}"
 
         for watcher in pipeline.watchers:

@@ -23,8 +23,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from ingest.config import Settings
-from tests.api_support import assert_problem, take_queued_events, unconsumed_api
-from tests.conftest import AUTH, READ_AUTH, event
+from testlib.api import AUTH, READ_AUTH, assert_problem, event, take_queued_events, unconsumed_api
 
 GIB = 1 << 30
 MIB = 1 << 20

@@ -20,9 +20,16 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from ingest.config import Settings
-from tests.api_support import assert_problem, queued_messages, take_queued_events, unconsumed_api
-from tests.conftest import AUTH, event
-from tests.support import stored_count, wait_until
+from testlib.api import (
+    AUTH,
+    assert_problem,
+    event,
+    queued_messages,
+    take_queued_events,
+    unconsumed_api,
+)
+from testlib.data import stored_count
+from testlib.wait import wait_until
 
 EVENTS, BATCH = "/v1/events", "/v1/batch"
 MAX_EVENT_BYTES, MAX_BATCH_EVENTS, MAX_BODY_BYTES = 2048, 3, 65536

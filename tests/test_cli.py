@@ -11,14 +11,14 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 
 import click
 import requests
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 from kombu import Connection
@@ -34,35 +34,14 @@ from ingest_cli.maintenance import ALEMBIC_INI
 from models import engine_for
 from tasks.persist import store_events
 from tasks.projection import RECONCILE_LOCK
-from tests.conftest import (
-    AUTH,
-    MYSQL_ADMIN_URL,
-    POSTGRES_ADMIN_URL,
-    READ_AUTH,
-    _rabbitmqctl,
-    admin_sql,
-    event,
-)
-from tests.servers import free_port
-from tests.support import (
-    VENV_BIN,
-    Worker,
-    projected_count,
-    rows,
-    scalar,
-    service_env,
-    stored_count,
-    wait_until,
-)
+from testlib.api import AUTH, READ_AUTH, event
+from testlib.commands import invoke
+from testlib.data import projected_count, rows, scalar, stored_count
+from testlib.processes import VENV_BIN, Worker, service_env
+from testlib.servers import SharedServers, isolated_settings
+from testlib.wait import free_port, wait_until
 
 FLOWER_LOGIN = ("admin", "flower-test-password")
-
-
-def invoke(settings: Settings, *args: str, **env: str) -> Result:
-    """Run `ingest ARGS` in this process, with the settings' environment and no .env file."""
-    return CliRunner().invoke(
-        main, ["--env-file", os.devnull, *args], env=service_env(settings, **env)
-    )
 
 
 def run_ingest(
@@ -80,25 +59,12 @@ def run_ingest(
     )
 
 
-@contextmanager
-def private_settings(settings: Settings, suffix: str) -> Iterator[Settings]:
+def private_settings(
+    servers: SharedServers, settings: Settings, suffix: str
+) -> AbstractContextManager[Settings]:
     """Empty, unmigrated databases and a vhost of their own: no worker of the run sees them."""
     name = f"{settings.postgres_url.rsplit('/', 1)[1]}_{suffix}"
-    vhost = name.replace("_", "-")
-    admin_sql(POSTGRES_ADMIN_URL, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
-    admin_sql(MYSQL_ADMIN_URL, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
-    _rabbitmqctl("add_vhost", vhost)
-    try:
-        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        yield settings.replace(
-            broker_url=settings.broker_url.rsplit("/", 1)[0] + f"/{vhost}",
-            postgres_url=POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
-            mysql_url=MYSQL_ADMIN_URL.rstrip("/") + f"/{name}",
-        )
-    finally:
-        admin_sql(POSTGRES_ADMIN_URL, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin_sql(MYSQL_ADMIN_URL, f"DROP DATABASE IF EXISTS {name}")
-        _rabbitmqctl("delete_vhost", vhost)
+    return isolated_settings(servers, name, settings)
 
 
 @contextmanager
@@ -159,8 +125,10 @@ def test_every_command_answers_help() -> None:
     assert "dead-letters" in installed.stdout
 
 
-def test_migrate_creates_both_schemas_and_can_run_again(settings: Settings, tmp_path: Path) -> None:
-    with private_settings(settings, "migrate") as fresh:
+def test_migrate_creates_both_schemas_and_can_run_again(
+    shared_servers: SharedServers, settings: Settings, tmp_path: Path
+) -> None:
+    with private_settings(shared_servers, settings, "migrate") as fresh:
         for _ in range(2):
             result = run_ingest(fresh, "migrate", cwd=tmp_path)
             assert result.returncode == 0, result.stderr
@@ -276,9 +244,9 @@ def test_reconcile_without_mysql_says_the_projection_is_off(settings: Settings) 
 
 
 def test_dead_letters_are_listed_without_loss_then_replayed_once_fixed(
-    settings: Settings,
+    shared_servers: SharedServers, settings: Settings
 ) -> None:
-    with private_settings(settings, "dead") as private:
+    with private_settings(shared_servers, settings, "dead") as private:
         private = private.replace(mysql_url=None)
         app = create_app(private)
         try:
@@ -498,12 +466,12 @@ def ready(process: subprocess.Popen[bytes], api_url: str, log: Path) -> bool:
 
 
 def test_up_runs_the_whole_service_and_ctrl_c_stops_all_of_it(
-    settings: Settings, tmp_path: Path
+    shared_servers: SharedServers, settings: Settings, tmp_path: Path
 ) -> None:
     log = tmp_path / "up.log"
     metrics_port = free_port_pair()
     with (
-        private_settings(settings, "up") as private,
+        private_settings(shared_servers, settings, "up") as private,
         ingest_up(private, log, INGEST_WORKER_METRICS_PORT=str(metrics_port)) as running,
     ):
         process, api_url, flower_url = running
@@ -542,10 +510,13 @@ def flower_answers(url: str) -> bool:
 
 
 def test_up_stops_everything_and_fails_when_one_process_dies(
-    settings: Settings, tmp_path: Path
+    shared_servers: SharedServers, settings: Settings, tmp_path: Path
 ) -> None:
     log = tmp_path / "up.log"
-    with private_settings(settings, "updie") as private, ingest_up(private, log) as running:
+    with (
+        private_settings(shared_servers, settings, "updie") as private,
+        ingest_up(private, log) as running,
+    ):
         process = running[0]
         children = descendants(process.pid)
         [beat] = [

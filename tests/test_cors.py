@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 
 from ingest.config import Settings
 from ingest_api.app import create_app
-from tests.conftest import AUTH, READ_AUTH, event
+from testlib.api import AUTH, READ_AUTH, event
 
 SHOP = "https://shop.example"
 

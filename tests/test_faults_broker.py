@@ -16,20 +16,18 @@ from ingest_api.events import message_event
 from ingest_api.health import READINESS_MAX_AGE
 from ingest_api.schemas import EventSchema
 from tasks.celery import create_celery
-from tests.conftest import AUTH, event, reset
-from tests.faults import (
+from testlib.api import AUTH, event
+from testlib.data import dead_letters, reset, stored_count, stored_ids
+from testlib.faults import (
     Traffic,
     api,
     assert_stored_exactly_once,
-    dead_letters,
-    running_beat,
-    running_worker,
-    stored_ids,
     wait_until_projected,
     wait_until_stored,
 )
-from tests.servers import RabbitNode, private_rabbitmq
-from tests.support import running_workers, stored_count, wait_until
+from testlib.private_servers import RabbitNode, private_rabbitmq
+from testlib.processes import running_beat, running_worker, running_workers
+from testlib.wait import wait_until
 
 pytestmark = pytest.mark.slow
 

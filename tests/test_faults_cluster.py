@@ -9,18 +9,17 @@ from collections.abc import Iterator
 import pytest
 
 from ingest.config import Settings, redact_url
-from tests.conftest import reset
-from tests.faults import (
+from testlib.data import dead_letters, reset, stored_count
+from testlib.faults import (
     Traffic,
     api,
     assert_stored_exactly_once,
-    dead_letters,
-    running_beat,
     wait_until_projected,
     wait_until_stored,
 )
-from tests.servers import RabbitNode, cluster_url, private_rabbitmq_cluster
-from tests.support import running_workers, stored_count, wait_until
+from testlib.private_servers import RabbitNode, cluster_url, private_rabbitmq_cluster
+from testlib.processes import running_beat, running_workers
+from testlib.wait import wait_until
 
 pytestmark = pytest.mark.slow
 

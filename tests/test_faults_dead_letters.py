@@ -26,19 +26,14 @@ from ingest_api.events import message_event
 from ingest_api.schemas import EventSchema
 from ingest_cli.dead_letters import DeadLetter
 from tasks.celery import create_celery
-from tests.conftest import AUTH, admin_sql, event, reset
-from tests.faults import (
-    api,
-    dead_letters,
-    event_held,
-    lock_waiters,
-    process_on_port,
-    publish_raw,
-    stored_ids,
-)
-from tests.servers import RabbitNode, private_rabbitmq
-from tests.support import Worker, wait_until
-from tests.test_cli import invoke
+from testlib.api import AUTH, event
+from testlib.commands import invoke
+from testlib.data import dead_letters, publish_raw, reset, stored_ids
+from testlib.faults import api, event_held, lock_waiters, process_on_port
+from testlib.private_servers import RabbitNode, private_rabbitmq
+from testlib.processes import Worker
+from testlib.servers import admin_sql
+from testlib.wait import wait_until
 
 pytestmark = pytest.mark.slow
 

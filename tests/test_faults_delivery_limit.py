@@ -17,17 +17,16 @@ from ingest.contract import (
     WORK_QUEUES,
     declare_topology,
 )
-from tests.conftest import reset
-from tests.faults import (
+from testlib.data import dead_letters, reset
+from testlib.faults import (
     Traffic,
     api,
     assert_stored_exactly_once,
-    dead_letters,
     wait_until_projected,
     wait_until_stored,
 )
-from tests.servers import RabbitNode, private_rabbitmq
-from tests.support import running_workers
+from testlib.private_servers import RabbitNode, private_rabbitmq
+from testlib.processes import running_workers
 
 pytestmark = pytest.mark.slow
 

@@ -12,22 +12,21 @@ import pytest
 from flask import Flask
 
 from ingest.config import Settings
+from ingest_cli.maintenance import migrate
 from tasks.celery import create_celery
-from tests.conftest import READ_AUTH, event, migrate, reset
-from tests.faults import (
+from testlib.api import READ_AUTH, event
+from testlib.data import dead_letters, projected_ids, reset, stored_count
+from testlib.faults import (
     Traffic,
     api,
     assert_stored_exactly_once,
-    dead_letters,
-    projected_ids,
-    running_beat,
-    running_worker,
     wait_until_projected,
     wait_until_stored,
 )
-from tests.poison import persist_as_sent, refusals, too_deep_for_mariadb
-from tests.servers import MariaDBServer, RabbitNode, private_mariadb, private_rabbitmq
-from tests.support import running_workers, stored_count, wait_until
+from testlib.poison import persist_as_sent, refusals, too_deep_for_mariadb
+from testlib.private_servers import MariaDBServer, RabbitNode, private_mariadb, private_rabbitmq
+from testlib.processes import running_beat, running_worker, running_workers
+from testlib.wait import wait_until
 
 pytestmark = pytest.mark.slow
 

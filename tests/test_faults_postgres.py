@@ -18,18 +18,19 @@ import pytest
 
 from ingest.config import Settings
 from ingest_api.health import READINESS_MAX_AGE
-from tests.conftest import admin_sql, migrate, reset
-from tests.faults import (
+from ingest_cli.maintenance import migrate
+from testlib.data import dead_letters, reset, stored_count
+from testlib.faults import (
     Traffic,
     api,
     assert_stored_exactly_once,
-    dead_letters,
-    running_beat,
     wait_until_projected,
     wait_until_stored,
 )
-from tests.servers import PostgresServer, RabbitNode, private_postgres, private_rabbitmq
-from tests.support import running_workers, stored_count, wait_until
+from testlib.private_servers import PostgresServer, RabbitNode, private_postgres, private_rabbitmq
+from testlib.processes import running_beat, running_workers
+from testlib.servers import admin_sql
+from testlib.wait import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -14,12 +14,15 @@ import pytest
 
 from ingest.canonical import compact_json
 from ingest.config import Settings
+from ingest_cli.maintenance import migrate
 from tasks.persist import store_events
 from tasks.projection import RECONCILE_LOCK
-from tests.conftest import event, migrate, reset
-from tests.faults import dead_letters, running_beat, wait_until_projected
-from tests.servers import MariaDBServer, private_mariadb
-from tests.support import Worker, projected_count, scalar, wait_until
+from testlib.api import event
+from testlib.data import dead_letters, projected_count, reset, scalar
+from testlib.faults import wait_until_projected
+from testlib.private_servers import MariaDBServer, private_mariadb
+from testlib.processes import Worker, running_beat
+from testlib.wait import wait_until
 
 pytestmark = pytest.mark.slow
 

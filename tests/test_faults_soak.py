@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.support import ROOT
+from testlib.processes import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -14,21 +14,21 @@ from sqlalchemy import text
 
 from ingest.config import Settings
 from models import engine_for
-from tests.conftest import AUTH, event, reset
-from tests.faults import (
+from testlib.api import AUTH, event
+from testlib.data import dead_letters, reset, rows, stored_count
+from testlib.faults import (
     Traffic,
     api,
     assert_stored_exactly_once,
-    dead_letters,
     event_held,
     lock_waiters,
     process_on_port,
-    running_worker,
     wait_until_projected,
     wait_until_stored,
 )
-from tests.servers import RabbitNode, private_rabbitmq
-from tests.support import Worker, rows, running_workers, stored_count, wait_until
+from testlib.private_servers import RabbitNode, private_rabbitmq
+from testlib.processes import Worker, running_worker, running_workers
+from testlib.wait import wait_until
 
 pytestmark = pytest.mark.slow
 

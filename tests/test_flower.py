@@ -2,69 +2,27 @@
 
 from __future__ import annotations
 
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 from flask.testing import FlaskClient
 
 from ingest.config import Settings
-from tests.conftest import AUTH, event
-from tests.servers import free_port
-from tests.support import ROOT, VENV_BIN, Worker, projected_count, service_env, wait_until
+from testlib.api import AUTH, event
+from testlib.data import projected_count
+from testlib.processes import Flower, Worker
+from testlib.wait import wait_until
 
 LOGIN = ("operator", "flower-test-password")
 
 
-class Flower:
-    def __init__(self, settings: Settings, broker_api: str) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.log = Path(tempfile.mkstemp(prefix="flower-", suffix=".log")[1])
-        command = [
-            str(VENV_BIN / "celery"), "-A", "tasks", "flower",
-            "--address=127.0.0.1", f"--port={self.url.rsplit(':', 1)[1]}",
-        ]  # fmt: skip
-        # Flower reads FLOWER_<OPTION> variables, as the compose service and `ingest up` set them.
-        env = service_env(settings, FLOWER_BASIC_AUTH=":".join(LOGIN), FLOWER_BROKER_API=broker_api)
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        try:
-            wait_until(self._ready, timeout=60, what="Flower to answer")
-        except BaseException:
-            self.stop()
-            raise
-
-    def _ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"flower exited:\n{self.log.read_text(errors='replace')}")
-        try:
-            return requests.get(f"{self.url}/healthcheck", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def get(self, path: str, **params: str) -> requests.Response:
-        return requests.get(f"{self.url}{path}", params=params, auth=LOGIN, timeout=10)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=20)
-        self.log.unlink(missing_ok=True)
-
-
 @pytest.fixture
 def flower(pipeline: Settings, management_api: str) -> Iterator[Flower]:
-    running = Flower(pipeline, management_api)
+    running = Flower(pipeline, LOGIN, management_api)
     yield running
     running.stop()
+    running.log.unlink(missing_ok=True)
 
 
 def succeeded(flower: Flower, task: str) -> list[dict]:

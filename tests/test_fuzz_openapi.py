@@ -32,8 +32,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from ingest.config import Settings
-from tests.conftest import AUTH, READ_AUTH, event
-from tests.support import rows, stored_count, wait_until
+from testlib.api import AUTH, READ_AUTH, event
+from testlib.data import rows, stored_count
+from testlib.wait import wait_until
 
 CHECKS = [
     not_a_server_error,

@@ -17,10 +17,10 @@ from ingest_api.schemas import (
     MAX_PAYLOAD_KEY_BYTES,
     MAX_STORED_PAYLOAD_BYTES,
 )
-from tests.conftest import AUTH, event
-from tests.faults import dead_letters, projected_ids
-from tests.poison import refusals
-from tests.support import rows, scalar, wait_until
+from testlib.api import AUTH, event
+from testlib.data import dead_letters, projected_ids, rows, scalar
+from testlib.poison import refusals
+from testlib.wait import wait_until
 
 # PostgreSQL writes the smallest double out in full: "0.000...05", 326 characters.
 SMALLEST_DOUBLE = 5e-324

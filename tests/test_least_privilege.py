@@ -29,28 +29,12 @@ from ingest.config import Settings
 from ingest_cli.maintenance import migrate
 from models import dispose_engines
 from models.engines import sqlalchemy_url
-from tests.api_server import running_api
-from tests.conftest import (
-    AUTH,
-    BROKER_HOST,
-    MYSQL_ADMIN_URL,
-    POSTGRES_ADMIN_URL,
-    READ_AUTH,
-    admin_sql,
-    event,
-)
-from tests.support import (
-    VENV_BIN,
-    projected_count,
-    rows,
-    running_workers,
-    scalar,
-    service_env,
-    stored_count,
-    wait_until,
-)
+from testlib.api import AUTH, READ_AUTH, event
+from testlib.data import projected_count, rows, scalar, stored_count
+from testlib.processes import VENV_BIN, running_api, running_workers, service_env
+from testlib.servers import SharedServers, admin_sql
+from testlib.wait import wait_until
 
-BROKER_ADDRESS = BROKER_HOST.rsplit("@", 1)[1]
 # SQLSTATE insufficient_privilege; MySQL's "command denied to user".
 POSTGRES_DENIED = "42501"
 MYSQL_DENIED = 1142
@@ -83,28 +67,31 @@ def rabbitmqctl(*args: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def accounts(settings: Settings, management_api: str) -> Iterator[Accounts]:
+def accounts(
+    shared_servers: SharedServers, settings: Settings, management_api: str
+) -> Iterator[Accounts]:
     name = f"ingest_least_{os.getpid()}"
     app_user, owner_user, vhost = f"{name}_app", f"{name}_owner", name.replace("_", "-")
     app_password, owner_password = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    broker_address = shared_servers.broker.rsplit("@", 1)[1]
 
     def database_url(admin: str, user: str, password: str) -> str:
         url = make_url(admin).set(username=user, password=password, database=name)
         return url.render_as_string(hide_password=False)
 
     app = settings.replace(
-        broker_url=f"amqp://{app_user}:{app_password}@{BROKER_ADDRESS}/{vhost}",
-        postgres_url=database_url(POSTGRES_ADMIN_URL, app_user, app_password),
-        mysql_url=database_url(MYSQL_ADMIN_URL, app_user, app_password),
+        broker_url=f"amqp://{app_user}:{app_password}@{broker_address}/{vhost}",
+        postgres_url=database_url(shared_servers.postgres_admin_url, app_user, app_password),
+        mysql_url=database_url(shared_servers.mysql_admin_url, app_user, app_password),
     )
     owner = settings.replace(
-        postgres_url=database_url(POSTGRES_ADMIN_URL, owner_user, owner_password),
-        mysql_url=database_url(MYSQL_ADMIN_URL, owner_user, owner_password),
+        postgres_url=database_url(shared_servers.postgres_admin_url, owner_user, owner_password),
+        mysql_url=database_url(shared_servers.mysql_admin_url, owner_user, owner_password),
     )
     environment = service_env(
         app,
-        POSTGRES_ADMIN_URL=POSTGRES_ADMIN_URL,
-        MYSQL_ADMIN_URL=MYSQL_ADMIN_URL,
+        POSTGRES_ADMIN_URL=shared_servers.postgres_admin_url,
+        MYSQL_ADMIN_URL=shared_servers.mysql_admin_url,
         RABBITMQ_ADMIN_URL=management_api,
         POSTGRES_OWNER_URL=owner.postgres_url,
         MYSQL_OWNER_URL=str(owner.mysql_url),
@@ -118,13 +105,13 @@ def accounts(settings: Settings, management_api: str) -> Iterator[Accounts]:
     finally:
         dispose_engines()
         admin_sql(
-            POSTGRES_ADMIN_URL,
+            shared_servers.postgres_admin_url,
             f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
             f"DROP ROLE IF EXISTS {app_user}",
             f"DROP ROLE IF EXISTS {owner_user}",
         )
         admin_sql(
-            MYSQL_ADMIN_URL,
+            shared_servers.mysql_admin_url,
             f"DROP DATABASE IF EXISTS {name}",
             f"DROP USER IF EXISTS '{app_user}'@'%', '{owner_user}'@'%'",
         )
@@ -147,7 +134,7 @@ def denied_code(url: str, statement: str) -> object:
 
 
 def test_the_pipeline_runs_end_to_end_as_the_least_privileged_accounts(
-    accounts: Accounts,
+    shared_servers: SharedServers, accounts: Accounts
 ) -> None:
     app = accounts.app
     with running_workers(app), running_api(app) as api:
@@ -167,24 +154,26 @@ def test_the_pipeline_runs_end_to_end_as_the_least_privileged_accounts(
         assert (status.json()["status"], status.json()["projection"]) == ("projected", "done")
         # The API, the workers and this test are logged in as the application's role only.
         logins = rows(
-            POSTGRES_ADMIN_URL,
+            shared_servers.postgres_admin_url,
             "SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = :name",
             name=make_url(app.postgres_url).database,
         )
         assert {row["usename"] for row in logins} == {accounts.app_user}
 
 
-def test_the_database_accounts_are_neither_superusers_nor_role_makers(accounts: Accounts) -> None:
+def test_the_database_accounts_are_neither_superusers_nor_role_makers(
+    shared_servers: SharedServers, accounts: Accounts
+) -> None:
     for user in (accounts.app_user, accounts.owner_user):
         found = rows(
-            POSTGRES_ADMIN_URL,
+            shared_servers.postgres_admin_url,
             "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls"
             " FROM pg_roles WHERE rolname = :user",
             user=user,
         )
         assert found == [dict.fromkeys(found[0], False)], user
     owner = scalar(
-        POSTGRES_ADMIN_URL,
+        shared_servers.postgres_admin_url,
         "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = :name",
         name=make_url(accounts.app.postgres_url).database,
     )

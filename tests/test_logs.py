@@ -10,9 +10,10 @@ import requests
 
 from ingest.config import Settings
 from tasks.celery import create_celery
-from tests.api_server import running_api
-from tests.conftest import API_KEY, AUTH, event
-from tests.support import Worker, projected_count, wait_until
+from testlib.api import API_KEY, AUTH, event
+from testlib.data import projected_count
+from testlib.processes import Worker, running_api
+from testlib.wait import wait_until
 
 
 def json_lines(output: str) -> list[dict[str, Any]]:

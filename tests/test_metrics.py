@@ -24,10 +24,10 @@ from ingest.contract import DEAD_LETTER_EXCHANGE, DEAD_QUEUE_DECLARATION
 from ingest_api.app import create_app
 from ingest_api.metrics import PAGE_MAX_AGE
 from models import engine_for
-from tests.api_server import running_api
-from tests.conftest import AUTH, event
-from tests.servers import free_port
-from tests.support import Worker, projected_count, stored_count, wait_until
+from testlib.api import AUTH, event
+from testlib.data import projected_count, stored_count
+from testlib.processes import Worker, running_api
+from testlib.wait import free_port, wait_until
 
 
 def parse(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -20,9 +20,11 @@ from sqlalchemy import inspect, text
 from sqlalchemy.dialects.mysql.mysqldb import MySQLDialect_mysqldb
 
 from ingest.config import Settings
+from ingest_cli.maintenance import migrate
 from models import engine_for
-from tests.conftest import MYSQL_ADMIN_URL, POSTGRES_ADMIN_URL, admin_sql, migrate
-from tests.support import ROOT, VENV_BIN, rows, scalar, service_env
+from testlib.data import rows, scalar
+from testlib.processes import ROOT, VENV_BIN, service_env
+from testlib.servers import SharedServers, isolated_databases
 
 # The only IF [NOT] EXISTS clauses MySQL 8 has among those a migration would use (MariaDB also
 # has them on CREATE/DROP INDEX and ADD/DROP COLUMN).
@@ -37,19 +39,13 @@ def alembic_config(settings: Settings) -> Config:
 
 
 @pytest.fixture
-def scratch(settings: Settings) -> Iterator[Settings]:
+def scratch(shared_servers: SharedServers, settings: Settings) -> Iterator[Settings]:
     """Empty databases of their own, for migrations run up and down."""
     name = f"ingest_migrations_{os.getpid()}"
-    for admin in (POSTGRES_ADMIN_URL, MYSQL_ADMIN_URL):
-        admin_sql(admin, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
-    yield settings.replace(
-        postgres_url=POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
-        mysql_url=MYSQL_ADMIN_URL.rstrip("/") + f"/{name}",
-    )
-    for url in (POSTGRES_ADMIN_URL, MYSQL_ADMIN_URL):
-        engine_for(url.rsplit("/", 1)[0] + f"/{name}").dispose()
-    admin_sql(POSTGRES_ADMIN_URL, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin_sql(MYSQL_ADMIN_URL, f"DROP DATABASE IF EXISTS {name}")
+    with isolated_databases(shared_servers, name) as (postgres_url, mysql_url):
+        yield settings.replace(postgres_url=postgres_url, mysql_url=mysql_url)
+        for url in (postgres_url, mysql_url):
+            engine_for(url).dispose()
 
 
 def tables(url: str) -> set[str]:

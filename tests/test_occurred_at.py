@@ -22,27 +22,14 @@ from ingest.config import Settings
 from ingest.contract import declare_topology
 from ingest_api.app import create_app
 from ingest_cli.dead_letters import peek
+from ingest_cli.maintenance import migrate
 from models import engine_for
 from models.engines import sqlalchemy_url
-from tests.api_support import assert_problem
-from tests.conftest import (
-    AUTH,
-    MYSQL_ADMIN_URL,
-    POSTGRES_ADMIN_URL,
-    READ_AUTH,
-    _rabbitmqctl,
-    admin_sql,
-    event,
-    migrate,
-)
-from tests.support import (
-    VENV_BIN,
-    projected_count,
-    rows,
-    running_workers,
-    service_env,
-    wait_until,
-)
+from testlib.api import AUTH, READ_AUTH, assert_problem, event
+from testlib.data import projected_count, rows
+from testlib.processes import VENV_BIN, running_workers, service_env
+from testlib.servers import SharedServers, admin_sql, isolated_settings
+from testlib.wait import wait_until
 
 ZONE = "Asia/Tokyo"
 RANGE = (
@@ -74,32 +61,22 @@ REFUSED = {
 
 
 @pytest.fixture(scope="module")
-def tokyo(settings: Settings) -> Iterator[Settings]:
+def tokyo(shared_servers: SharedServers, settings: Settings) -> Iterator[Settings]:
     """Databases and a vhost of their own, the PostgreSQL database set to Asia/Tokyo."""
     name = f"ingest_tokyo_{os.getpid()}"
-    vhost = name.replace("_", "-")
-    for admin in (POSTGRES_ADMIN_URL, MYSQL_ADMIN_URL):
-        admin_sql(admin, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
-    # Only this test's database: the server and every other database keep their time zone.
-    admin_sql(POSTGRES_ADMIN_URL, f"ALTER DATABASE {name} SET timezone TO '{ZONE}'")
-    _rabbitmqctl("add_vhost", vhost)
-    own = settings.replace(
-        broker_url=settings.broker_url.rsplit("/", 1)[0] + f"/{vhost}",
-        postgres_url=POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
-        mysql_url=MYSQL_ADMIN_URL.rstrip("/") + f"/{name}",
-    )
-    try:
-        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        migrate(own)
-        with Connection(own.broker_url) as connection:
-            declare_topology(connection)
-        yield own
-    finally:
-        for url in (own.postgres_url, own.mysql_url or ""):
-            engine_for(url).dispose()
-        admin_sql(POSTGRES_ADMIN_URL, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin_sql(MYSQL_ADMIN_URL, f"DROP DATABASE IF EXISTS {name}")
-        _rabbitmqctl("delete_vhost", vhost)
+    with isolated_settings(shared_servers, name, settings) as own:
+        # Only this test's database: the server and every other database keep their time zone.
+        admin_sql(
+            shared_servers.postgres_admin_url, f"ALTER DATABASE {name} SET timezone TO '{ZONE}'"
+        )
+        try:
+            migrate(own)
+            with Connection(own.broker_url) as connection:
+                declare_topology(connection)
+            yield own
+        finally:
+            for url in (own.postgres_url, own.mysql_url or ""):
+                engine_for(url).dispose()
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,9 @@ from werkzeug.test import EnvironBuilder, TestResponse
 
 from ingest.config import Settings
 from ingest_api.app import create_app
-from tests.conftest import AUTH, READ_AUTH, event
-from tests.support import stored_count, wait_until
+from testlib.api import AUTH, READ_AUTH, event
+from testlib.data import stored_count
+from testlib.wait import wait_until
 
 
 @pytest.fixture(scope="module")

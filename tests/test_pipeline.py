@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from flask.testing import FlaskClient
 
 from ingest.config import Settings
-from tests.conftest import AUTH, READ_AUTH, event
-from tests.support import projected_count, rows, scalar, stored_count, wait_until
+from testlib.api import AUTH, READ_AUTH, event
+from testlib.data import projected_count, rows, scalar, stored_count
+from testlib.wait import wait_until
 
 
 def test_one_event_lands_in_both_databases_with_every_field(

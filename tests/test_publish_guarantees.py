@@ -13,8 +13,8 @@ from kombu import Connection
 from ingest.config import Settings
 from ingest.contract import PERSIST_QUEUE
 from ingest_api.app import create_app
-from tests.conftest import AUTH, event
-from tests.servers import DelayingProxy
+from testlib.api import AUTH, event
+from testlib.private_servers import DelayingProxy
 
 CONFIRM_DELAY = 2.0
 

@@ -12,10 +12,11 @@ from ingest.config import Settings
 from ingest_api.openapi import EventStatusSchema
 from ingest_cli import main
 from models.engines import execute
-from tests.conftest import READ_AUTH, event
-from tests.faults import dead_letters, projected_ids
-from tests.poison import persist_as_sent, refusals, too_deep_for_mariadb
-from tests.support import scalar, service_env, wait_until
+from testlib.api import READ_AUTH, event
+from testlib.data import dead_letters, projected_ids, scalar
+from testlib.poison import persist_as_sent, refusals, too_deep_for_mariadb
+from testlib.processes import service_env
+from testlib.wait import wait_until
 
 # MariaDB's error when a JSON column's json_valid check fails.
 JSON_REFUSED = 4025

@@ -42,10 +42,10 @@ from werkzeug.routing import Rule
 
 from ingest.config import ConfigError, Settings
 from ingest_api.app import create_app
-from tests.api_support import queued_messages, unconsumed_api
-from tests.conftest import API_KEY, AUTH, READ_AUTH, READ_KEY, _rabbitmqctl, event
-from tests.servers import free_port
-from tests.support import ROOT, VENV_BIN, service_env, wait_until
+from testlib.api import API_KEY, AUTH, READ_AUTH, READ_KEY, event, queued_messages, unconsumed_api
+from testlib.processes import ROOT, VENV_BIN, HttpService, service_env
+from testlib.servers import isolated_vhost
+from testlib.wait import free_port
 
 # Probes that monitoring calls without credentials; they hold no event data.
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -446,50 +446,32 @@ TRICKLING = 100
 TRICKLE_PAUSE = 0.5  # each read brings bytes: only a deadline on the whole head cuts these
 
 
+def serve_command(port: int) -> list[str]:
+    return [
+        str(VENV_BIN / "ingest"), "serve", "--bind", f"127.0.0.1:{port}",
+        "--workers", "1", "--http1-header-read-timeout", str(TIMEOUT * 1000),
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def served(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`ingest serve` as a user runs it, one worker, this test's deadline, publishing to a vhost
     of its own that no worker consumes."""
-    vhost = f"ingest-test-{os.getpid()}-served"
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    broker_url = settings.broker_url.rsplit("/", 1)[0] + f"/{vhost}"
     cwd = tmp_path_factory.mktemp("serve")  # no .env here
-    url = f"http://127.0.0.1:{free_port()}"
-    log = cwd / "serve.log"
-    command = [
-        str(VENV_BIN / "ingest"), "serve", "--bind", url.removeprefix("http://"),
-        "--workers", "1", "--http1-header-read-timeout", str(TIMEOUT * 1000),
-    ]  # fmt: skip
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command,
+    with isolated_vhost(settings.broker_url, f"ingest-test-{os.getpid()}-served") as broker_url:
+        server = HttpService(
+            "ingest serve",
+            serve_command,
+            service_env(settings, BROKER_URL=broker_url),
+            cwd / "serve.log",
             cwd=cwd,
-            env=service_env(settings, BROKER_URL=broker_url),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
-    try:
-        wait_until(lambda: answers(process, url, log), timeout=60, what="ingest serve")
-        yield url
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0, log.read_text()  # a graceful stop
-    finally:
-        if process.poll() is None:
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)  # the main process and its worker
-            process.wait(timeout=30)
-        _rabbitmqctl("delete_vhost", vhost)
-
-
-def answers(process: subprocess.Popen[bytes], url: str, log: Path) -> bool:
-    if process.poll() is not None:
-        raise AssertionError(f"ingest serve exited with {process.returncode}:\n{log.read_text()}")
-    try:
-        return requests.get(f"{url}/healthz", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
+        try:
+            yield server.url
+            server.process.send_signal(signal.SIGTERM)
+            assert server.process.wait(timeout=30) == 0, server.output()  # a graceful stop
+        finally:
+            server.stop()
 
 
 def stalled(url: str, start: bytes) -> socket.socket:

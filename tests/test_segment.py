@@ -20,11 +20,12 @@ import pytest
 import requests
 
 from ingest.config import Settings
-from tests.api_server import ApiServer, running_api
-from tests.segment_sdks import NODE, RUDDER, SDKS, SEGMENT_240, Sdk, install_sdks
-from tests.support import VENV_BIN, projected_count, rows, service_env, stored_count, wait_until
+from testlib.api import API_KEY
+from testlib.data import projected_count, rows, stored_count
+from testlib.processes import VENV_BIN, ApiServer, running_api, service_env
+from testlib.segment_sdks import NODE, RUDDER, SDKS, SEGMENT_240, Sdk, install_sdks
+from testlib.wait import wait_until
 
-API_KEY = "test-key"  # the run's write key (tests/conftest.py)
 JSON = {"Content-Type": "application/json"}
 BASIC = {"Authorization": f"Basic {base64.b64encode(f'{API_KEY}:'.encode()).decode()}"}
 

@@ -43,6 +43,7 @@ CANDIDATES: dict[str, list[Any]] = {
         None,
     ],
     "source": ["s", None, "", "x" * 128, "x" * 129, "nul\x00", 3],
+    "schema_version": [1, 2**31 - 1, 2**31, 0, -1, True, 1.0, "1", None],
     "payload": [
         {},
         {"a": None, "b": [True, False], "c": -0.0, "d": 1e300, "e": 2**63},

@@ -7,8 +7,8 @@ import subprocess
 import pytest
 
 from ingest.config import Settings
-from tests.servers import free_port
-from tests.support import Worker, wait_until
+from testlib.processes import Worker
+from testlib.wait import free_port, wait_until
 
 
 def listening_on(port: int) -> list[str]:

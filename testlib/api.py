@@ -1,4 +1,5 @@
-"""Helpers for the API input tests: an API on a vhost no worker consumes, and what it published."""
+"""The API from a client's side: the test keys, a valid event, an API whose published messages
+no worker takes, and what it published."""
 
 from __future__ import annotations
 
@@ -15,7 +16,25 @@ from werkzeug.test import TestResponse
 from ingest.config import Settings
 from ingest.contract import PERSIST_QUEUE, declare_topology
 from ingest_api.app import create_app
-from tests.conftest import _rabbitmqctl
+from testlib.servers import isolated_vhost
+
+API_KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+# A read key: event status and /openapi.json; the write key above only sends.
+READ_KEY = "test-read-key"
+READ_AUTH = {"Authorization": f"Bearer {READ_KEY}"}
+
+
+def event(event_id: str, **fields: Any) -> dict[str, Any]:
+    """A valid event; `fields` override or add to it."""
+    return {
+        "event_id": event_id,
+        "event_type": "order.created",
+        "occurred_at": "2026-11-27T10:00:00+01:00",
+        "source": "shop",
+        "payload": {"order_id": event_id, "total": 12.5, "items": [{"sku": "A-1", "qty": 2}]},
+        **fields,
+    }
 
 
 @contextmanager
@@ -25,13 +44,8 @@ def unconsumed_api(settings: Settings, name: str, **limits: int) -> Iterator[Fla
     No worker consumes that vhost, even when a test before started the run's workers, so its
     persist queue holds exactly what the API published.
     """
-    vhost = f"ingest-test-{os.getpid()}-{name}"
-    _rabbitmqctl("add_vhost", vhost)
-    try:
-        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        own = settings.replace(
-            broker_url=settings.broker_url.rsplit("/", 1)[0] + f"/{vhost}", **limits
-        )
+    with isolated_vhost(settings.broker_url, f"ingest-test-{os.getpid()}-{name}") as broker_url:
+        own = settings.replace(broker_url=broker_url, **limits)
         with Connection(own.broker_url) as connection:
             declare_topology(connection)
         app = create_app(own)
@@ -39,8 +53,6 @@ def unconsumed_api(settings: Settings, name: str, **limits: int) -> Iterator[Fla
             yield app.test_client()
         finally:
             app.extensions["ingest.publisher"].close()
-    finally:
-        _rabbitmqctl("delete_vhost", vhost)
 
 
 def broker_url(client: FlaskClient) -> str:

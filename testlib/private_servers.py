@@ -2,7 +2,8 @@
 
 Each one runs on its own free port with its data under a temporary directory, and its context
 manager always stops it and removes the directory, even when the test fails. The shared servers
-on 5672, 5432 and 3306 are never touched. Recipes: /work/shared/RECIPES.md.
+on 5672, 5432 and 3306 are never touched. They need the Debian packages' binaries (rabbitmq-server,
+postgresql, mariadb-server) and, as root, the postgres and mysql users.
 """
 
 from __future__ import annotations
@@ -19,19 +20,25 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from functools import cache
 from pathlib import Path
 
-from tests.conftest import admin_sql
-from tests.support import wait_until
+from testlib.servers import admin_sql
+from testlib.wait import free_port, wait_until
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")  # not /usr/sbin: as root that wrapper resets HOME
-POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+@cache
+def postgres_bin() -> Path:
+    """The newest installed PostgreSQL's server binaries (Debian keeps them off PATH)."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda path: [int(number) for number in path.parts[-3].split(".")],
+    )
+    if not found:
+        raise RuntimeError("no PostgreSQL server under /usr/lib/postgresql/<version>/bin")
+    return found[-1].parent
 
 
 def _run(command: list[str], timeout: float = 120, **kwargs: object) -> str:
@@ -242,19 +249,19 @@ class PostgresServer:
 
     def init(self) -> None:
         self._as_postgres(
-            str(POSTGRES_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust"
+            str(postgres_bin() / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust"
         )
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1"
         self._as_postgres(
-            str(POSTGRES_BIN / "pg_ctl"), "-D", str(self.data), "-o", options,
+            str(postgres_bin() / "pg_ctl"), "-D", str(self.data), "-o", options,
             "-l", str(self.base / "pg.log"), "-w", "start",
         )  # fmt: skip
 
     def stop(self, mode: str = "immediate") -> None:
         """`immediate` is a crash: no checkpoint, open connections cut."""
-        self._as_postgres(str(POSTGRES_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "stop")
+        self._as_postgres(str(postgres_bin() / "pg_ctl"), "-D", str(self.data), "-m", mode, "stop")
 
     def running(self) -> bool:
         return (self.data / "postmaster.pid").exists()

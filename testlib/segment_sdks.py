@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support import ROOT, VENV_BIN
+from testlib.processes import ROOT, VENV_BIN
 
 SDK_DIR = ROOT / ".venv-sdk"
 # Wire names of a call's fields, as the Python SDKs spell their arguments.

@@ -10,7 +10,7 @@ from ingest.config import Settings
 from ingest.contract import event_ids_of
 from ingest_api.schemas import MAX_PAYLOAD_DEPTH
 from tasks.celery import create_celery
-from tests.support import rows
+from testlib.data import rows
 
 
 def too_deep_for_mariadb() -> dict[str, Any]:

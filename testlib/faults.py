@@ -1,31 +1,26 @@
-"""What the fault tests share: traffic through the API, celery beat, row locks, counting."""
+"""What the fault tests and the soak share: traffic through the API, what must hold after a
+fault, row locks, whose connection is whose."""
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import amqp
 from flask import Flask
-from kombu import Connection
 from sqlalchemy import text
 
 from ingest.config import Settings
-from ingest.contract import declare_topology
 from ingest_api.app import create_app
-from ingest_cli.dead_letters import DeadLetter, peek
 from models import engine_for
-from tests.conftest import AUTH, event
-from tests.support import ROOT, VENV_BIN, Worker, rows, scalar, service_env, wait_until
+from testlib.api import AUTH, event
+from testlib.data import projected_ids, rows, scalar, stored_ids
+from testlib.wait import wait_until
 
 
 @contextmanager
@@ -117,18 +112,6 @@ class Traffic:
                 self.unexpected.append(f"{status} for {ids[0]}")
 
 
-def stored_ids(settings: Settings) -> set[str]:
-    return {row["event_id"] for row in rows(settings.postgres_url, "SELECT event_id FROM events")}
-
-
-def projected_ids(settings: Settings) -> set[str]:
-    assert settings.mysql_url
-    return {
-        row["event_id"]
-        for row in rows(settings.mysql_url, "SELECT event_id FROM events_projection")
-    }
-
-
 def wait_until_stored(settings: Settings, acknowledged: set[str], timeout: float = 120) -> None:
     """Until every acknowledged event is in PostgreSQL."""
     wait_until(
@@ -164,31 +147,6 @@ def wait_until_projected(settings: Settings, timeout: float = 120) -> None:
             f"after {timeout}s MySQL lacks {len(stored - projected)} of {len(stored)} stored "
             f"events and holds {len(projected - stored)} others"
         ) from None
-
-
-def dead_letters(settings: Settings) -> list[DeadLetter]:
-    """Every message in ingest.dead, as `ingest dead-letters list` reads it, left in place."""
-    with Connection(settings.broker_url) as connection:
-        declare_topology(connection)
-        return peek(connection, limit=1_000_000)[1]
-
-
-def publish_raw(
-    settings: Settings, body: bytes, routing_key: str = "ingest.persist", **properties: Any
-) -> None:
-    """A message as any producer could send it, confirmed by the broker."""
-    with Connection(settings.broker_url) as connection:
-        declare_topology(connection)
-        channel = connection.channel()
-        try:
-            channel.basic_publish_confirm(
-                amqp.Message(body, delivery_mode=2, **properties),
-                exchange="ingest",
-                routing_key=routing_key,
-                mandatory=True,
-            )
-        finally:
-            channel.close()
 
 
 @contextmanager
@@ -229,50 +187,3 @@ def process_on_port(port: int) -> int | None:
     ).stdout
     found = re.search(r"pid=(\d+)", listing)
     return int(found.group(1)) if found else None
-
-
-@contextmanager
-def running_worker(settings: Settings, queue: str, name: str) -> Iterator[Worker]:
-    """One `celery worker` subprocess, stopped on exit."""
-    worker = Worker(settings, queue, name)
-    try:
-        yield worker
-    finally:
-        worker.stop()
-
-
-class Beat:
-    """`celery -A tasks beat`: sends reconcile_projection every reconcile interval."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="ingest-beat-"))
-        self.log = self.dir / "beat.log"
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [str(VENV_BIN / "celery"), "-A", "tasks", "beat", "-l", "info",
-                 "-s", str(self.dir / "schedule")],
-                cwd=ROOT, env=service_env(settings), stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        wait_until(lambda: "beat: Starting" in self.output(), timeout=60, what="beat to start")
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@contextmanager
-def running_beat(settings: Settings) -> Iterator[Beat]:
-    beat = Beat(settings)
-    try:
-        yield beat
-    finally:
-        beat.stop()
