@@ -163,6 +163,28 @@ class Settings:
         _split,
         redact=_count_keys,
     )
+    admin_keys: tuple[str, ...] = setting(
+        "INGEST_ADMIN_KEYS",
+        (),
+        "Comma-separated admin keys: they read and change event schemas (`/v1/schemas`), "
+        "nothing else; unset = schemas are changed with `ingest schemas` only",
+        _split,
+        redact=_count_keys,
+    )
+    schema_default_mode: str = setting(
+        "INGEST_SCHEMA_DEFAULT_MODE",
+        "off",
+        "What an event of a type with no active schema gets: `off` (accepted unchecked), `warn` "
+        "(accepted, the missing schema recorded) or `enforce` (`422`) ([Data contracts]"
+        "(#data-contracts))",
+        _one_of("off", "warn", "enforce"),
+    )
+    schema_reload_seconds: float = setting(
+        "INGEST_SCHEMA_RELOAD_SECONDS",
+        2.0,
+        "Seconds between two looks of each API process for a changed schema registry",
+        _seconds,
+    )
     auth_enabled: bool = setting(
         "INGEST_AUTH",
         True,

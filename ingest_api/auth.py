@@ -27,6 +27,10 @@ class Scope:
     variable: str  # the variable that lists its keys
     keys: Callable[[Settings], tuple[str, ...]]
 
+    @property
+    def article(self) -> str:
+        return "an" if self.name[0] in "aeiou" else "a"
+
 
 WRITE = Scope("write", "send events", "INGEST_API_KEYS", attrgetter("api_keys"))
 READ = Scope(
@@ -35,8 +39,11 @@ READ = Scope(
     "INGEST_READ_KEYS",
     attrgetter("read_keys"),
 )
+ADMIN = Scope(
+    "admin", "read and change event schemas", "INGEST_ADMIN_KEYS", attrgetter("admin_keys")
+)
 # Every scope a key can have; a new scope is one more line here (and its Settings field).
-SCOPES = (WRITE, READ)
+SCOPES = (WRITE, READ, ADMIN)
 
 
 def require_key(settings: Settings, scope: Scope) -> None:
@@ -88,7 +95,7 @@ def check_key(settings: Settings, scope: Scope, offered: str, challenge: Challen
         granted = " and ".join(candidate.may for candidate in SCOPES if candidate in held)
         raise Problem(
             403,
-            f"This key may only {granted}. To {scope.may}, send a {scope.name} key "
+            f"This key may only {granted}. To {scope.may}, send {scope.article} {scope.name} key "
             f"(one of {scope.variable}).",
             headers={
                 "WWW-Authenticate": f'Bearer realm="ingest", error="insufficient_scope", '

@@ -12,8 +12,10 @@ from marshmallow import ValidationError
 
 from ingest.canonical import compact_json, utc_now
 from ingest.config import Settings
+from ingest.schema_registry import Verdict
 from ingest_api.auth import READ, WRITE, require_key
 from ingest_api.body import json_body
+from ingest_api.contracts import check_event, recorded, refusal, refused
 from ingest_api.errors import Problem
 from ingest_api.publisher import PublishError
 from ingest_api.schemas import BatchSchema, is_event_id
@@ -54,11 +56,14 @@ def post_event() -> tuple[dict[str, str], int]:
         event = load_event(document)
     except ValidationError as exc:
         raise Problem(422, "The event is not valid.", errors=exc.messages) from None
+    verdict = check_event(event)
+    if verdict is not None and verdict.refuses:
+        raise refusal(verdict)
     with broker_confirm():
         current_app.extensions["ingest.grouper"].publish(
-            message_event(event, utc_now().isoformat()), size, g.request_id
+            message_event(event, utc_now().isoformat(), verdict), size, g.request_id
         )
-    return {"event_id": event["event_id"], "status": "accepted"}, 202
+    return {"event_id": event["event_id"], "status": "accepted", **recorded(verdict)}, 202
 
 
 @events.post("/batch")
@@ -89,11 +94,14 @@ def post_batch() -> tuple[dict[str, Any], int]:
     for index, item in enumerate(batch):
         event, errors = validate_batch_item(item)
         result: dict[str, Any] = {"index": index, "event_id": event_id_of(item)}
+        verdict = None if errors else check_event(event)
         if errors:
             result.update(status="rejected", errors=errors)
+        elif verdict is not None and verdict.refuses:
+            result.update(status="rejected", **refused(verdict))
         else:
-            result["status"] = "accepted"
-            accepted.append(message_event(event, received_at))
+            result.update(status="accepted", **recorded(verdict))
+            accepted.append(message_event(event, received_at, verdict))
         results.append(result)
     if not accepted:
         raise Problem(422, "No event in the batch is valid.", results=results)
@@ -150,9 +158,16 @@ def event_id_of(item: Any) -> Any:
     return event_id if isinstance(event_id, str) else None
 
 
-def message_event(event: dict[str, Any], received_at: str) -> dict[str, Any]:
-    """The event as the workers receive it: plain JSON, times in UTC ISO 8601."""
-    return {**event, "occurred_at": event["occurred_at"].isoformat(), "received_at": received_at}
+def message_event(
+    event: dict[str, Any], received_at: str, verdict: Verdict | None
+) -> dict[str, Any]:
+    """The event as the workers receive it: plain JSON, times in UTC ISO 8601, and what its
+    check against its type's schema found (the version it was checked against, not the one a
+    client pinned and was refused)."""
+    message = {**event, "occurred_at": event["occurred_at"].isoformat(), "received_at": received_at}
+    message.pop("schema_version", None)  # a pin is not a check: only the verdict's version
+    message.update(recorded(verdict))
+    return message
 
 
 @contextmanager

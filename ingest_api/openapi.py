@@ -18,7 +18,8 @@ from marshmallow import INCLUDE, Schema, fields, validate
 from swagger_ui_bundle import swagger_ui_path
 
 from ingest.config import Settings
-from ingest_api.auth import READ, SCOPES, WRITE, Scope, require_key
+from ingest_api.auth import ADMIN, READ, SCOPES, WRITE, Scope, require_key
+from ingest_api.contracts import SchemaChangeSchema
 from ingest_api.schemas import EVENT_ID_PATTERN, BatchSchema, EventSchema, Rfc3339DateTime
 from ingest_api.segment_schemas import (
     MAX_BATCH_MESSAGES,
@@ -30,6 +31,7 @@ from ingest_api.segment_schemas import (
     SegmentSuccessSchema,
     SegmentTime,
 )
+from models.contracts import MODES
 
 # The renderer's files /docs loads; nothing else of the vendored directory is served.
 DOCS_ASSETS = frozenset({"swagger-ui-bundle.js", "swagger-ui.css"})
@@ -70,9 +72,39 @@ def init_openapi(app: Flask, settings: Settings) -> None:
 
 
 # What the API answers, for the description only: the views build these documents themselves.
+class ViolationSchema(Schema):
+    pointer = fields.String(
+        required=True,
+        metadata={"description": "JSON pointer of the failing value in the event: /payload/amount"},
+    )
+    rule = fields.String(
+        required=True,
+        metadata={
+            "description": "The schema keyword it broke: type, required, enum, pattern, minimum, "
+            "additionalProperties, ...; registered for a type without a schema, schema_version "
+            "for a pinned version that is retired or missing."
+        },
+    )
+    message = fields.String(required=True)
+    schema_path = fields.String(
+        required=True, metadata={"description": "JSON pointer of the rule in the schema."}
+    )
+
+
+SCHEMA_VERSION = fields.Integer(
+    metadata={"description": "The version of its type's schema the event was checked against."}
+)
+SCHEMA_VIOLATIONS = fields.List(
+    fields.Nested(ViolationSchema),
+    metadata={"description": "Warn mode: what the event broke; it was accepted all the same."},
+)
+
+
 class AcceptedSchema(Schema):
     event_id = fields.String(required=True)
     status = fields.String(required=True, validate=validate.OneOf(["accepted"]))
+    schema_version = SCHEMA_VERSION
+    schema_violations = SCHEMA_VIOLATIONS
 
 
 class BatchItemResultSchema(Schema):
@@ -80,8 +112,17 @@ class BatchItemResultSchema(Schema):
     event_id = fields.String(required=True, allow_none=True)
     status = fields.String(required=True, validate=validate.OneOf(["accepted", "rejected"]))
     errors = fields.Dict(
-        metadata={"description": "Only on a rejected event: each field with what is wrong."}
+        metadata={
+            "description": "Only on a rejected event: each field, or the JSON pointer of each "
+            "value that breaks its type's schema, with what is wrong."
+        }
     )
+    violations = fields.List(
+        fields.Nested(ViolationSchema),
+        metadata={"description": "An event refused by its type's schema: each rule it broke."},
+    )
+    schema_version = fields.Integer(allow_none=True)
+    schema_violations = SCHEMA_VIOLATIONS
 
 
 class BatchResultSchema(Schema):
@@ -135,6 +176,17 @@ class EventStatusSchema(Schema):
         metadata={"description": "The same event_id later arrived with another payload."},
     )
     conflict_at = fields.DateTime(required=True, allow_none=True)
+    schema_version = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "The schema version it was checked against; null: unchecked."},
+    )
+    schema_violations = fields.List(
+        fields.Nested(ViolationSchema),
+        required=True,
+        allow_none=True,
+        metadata={"description": "What it broke of that schema (warn mode); null: nothing."},
+    )
 
 
 class ProblemSchema(Schema):
@@ -155,6 +207,50 @@ class ProblemSchema(Schema):
         fields.Nested(BatchItemResultSchema),
         metadata={"description": "A batch with no valid event: why each one was rejected."},
     )
+    violations = fields.List(
+        fields.Nested(ViolationSchema),
+        metadata={"description": "An event refused by its type's schema: each rule it broke."},
+    )
+    schema_version = fields.Integer(allow_none=True)
+
+
+class SchemaVersionSchema(Schema):
+    event_type = fields.String(required=True)
+    version = fields.Integer(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["active", "retired"]))
+    schema_sha256 = fields.String(required=True)
+    created_at = fields.DateTime(required=True)
+    created_by = fields.String(
+        required=True, metadata={"description": "INGEST_ADMIN_KEYS #n, or the CLI's user."}
+    )
+    retired_at = fields.DateTime(required=True, allow_none=True)
+    retired_by = fields.String(required=True, allow_none=True)
+    schema = fields.Raw(required=True, metadata={"description": "The JSON Schema."})
+
+
+class EventTypeSchemasSchema(Schema):
+    event_type = fields.String(required=True)
+    mode = fields.String(required=True, validate=validate.OneOf(MODES))
+    mode_updated_at = fields.DateTime(required=True)
+    mode_updated_by = fields.String(required=True)
+    newest_active_version = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "The version that checks events that pin none."},
+    )
+    versions = fields.List(fields.Nested(SchemaVersionSchema), required=True)
+
+
+class EventTypeSummarySchema(Schema):
+    event_type = fields.String(required=True)
+    mode = fields.String(required=True, validate=validate.OneOf(MODES))
+    versions = fields.Integer(required=True)
+    newest_active_version = fields.Integer(required=True, allow_none=True)
+    changed_at = fields.DateTime(required=True)
+
+
+class EventTypeListSchema(Schema):
+    event_types = fields.List(fields.Nested(EventTypeSummarySchema), required=True)
 
 
 class HealthSchema(Schema):
@@ -197,6 +293,10 @@ def build_description(settings: Settings) -> dict[str, Any]:
         ("SegmentBatch", SegmentBatchSchema),
         ("SegmentMessage", SegmentMessageSchema),
         ("SegmentSuccess", SegmentSuccessSchema),
+        ("SchemaChange", SchemaChangeSchema),
+        ("SchemaVersion", SchemaVersionSchema),
+        ("EventTypeSchemas", EventTypeSchemasSchema),
+        ("EventTypeList", EventTypeListSchema),
     ):
         spec.components.schema(name, schema=schema)
     for scope in SCOPES:
@@ -336,6 +436,7 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
             }
         },
         **_segment_paths(unpublished),
+        **_schema_paths(),
         "/healthz": {
             "get": {
                 "tags": ["operations"],
@@ -463,6 +564,98 @@ def _segment_paths(unpublished: dict[str, Any]) -> dict[str, dict[str, Any]]:
             }
         }
     return paths
+
+
+def _schema_paths() -> dict[str, dict[str, Any]]:
+    """The schema registry: every operation needs an admin key (INGEST_ADMIN_KEYS)."""
+    security = [{security_scheme(ADMIN): []}]
+    keyed = {
+        "401": _problem("Missing or wrong key."),
+        "403": _problem("A valid key that is not an admin key: only those change schemas."),
+    }
+    event_type = {
+        "in": "path",
+        "name": "event_type",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+    }
+    version = {
+        "in": "path",
+        "name": "version",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    }
+    return {
+        "/v1/schemas": {
+            "get": {
+                "tags": ["schemas"],
+                "summary": "Every event type with a schema, its mode and newest active version",
+                "security": security,
+                "parameters": [_request_id_parameter()],
+                "responses": {"200": _json("The event types.", "EventTypeList"), **keyed},
+            }
+        },
+        "/v1/schemas/{event_type}": {
+            "get": {
+                "tags": ["schemas"],
+                "summary": "An event type's mode and every version of its schema",
+                "security": security,
+                "parameters": [event_type, _request_id_parameter()],
+                "responses": {
+                    "200": _json("The type's schemas, oldest first.", "EventTypeSchemas"),
+                    **keyed,
+                    "404": _problem("No schema is registered for this event type."),
+                },
+            },
+            "put": {
+                "tags": ["schemas"],
+                "summary": "Add a version of the type's schema, set its mode, or both",
+                "description": "Takes effect in every API process within "
+                "INGEST_SCHEMA_RELOAD_SECONDS, without a restart. A schema is refused (422) "
+                "when it is not draft 2020-12, over 262144 bytes, nested over 64 levels, refers "
+                "outside itself, loops through $ref, could apply over 1,000 subschemas to one "
+                "value, or has a regular expression with lookaround or backreferences.",
+                "security": security,
+                "parameters": [event_type, _request_id_parameter()],
+                "requestBody": _json_body("SchemaChange"),
+                "responses": {
+                    "200": _json("Nothing new to add, or the mode changed.", "EventTypeSchemas"),
+                    "201": _json("A version was added.", "EventTypeSchemas"),
+                    "400": _problem("Malformed JSON."),
+                    **keyed,
+                    "404": _problem("A mode for a type that has no schema yet."),
+                    "408": _problem("The body stopped arriving for longer than the timeout."),
+                    "413": _problem("Over INGEST_MAX_BODY_BYTES."),
+                    "415": _problem("A content type other than application/json."),
+                    "422": _problem("The change or the schema is not valid; `detail` says why."),
+                },
+            },
+        },
+        "/v1/schemas/{event_type}/versions/{version}": {
+            "get": {
+                "tags": ["schemas"],
+                "summary": "One version of the type's schema",
+                "security": security,
+                "parameters": [event_type, version, _request_id_parameter()],
+                "responses": {
+                    "200": _json("The version.", "SchemaVersion"),
+                    **keyed,
+                    "404": _problem("No such version."),
+                },
+            },
+            "delete": {
+                "tags": ["schemas"],
+                "summary": "Retire a version: it checks no event from now on; it is kept",
+                "security": security,
+                "parameters": [event_type, version, _request_id_parameter()],
+                "responses": {
+                    "200": _json("The retired version.", "SchemaVersion"),
+                    **keyed,
+                    "404": _problem("No such version."),
+                },
+            },
+        },
+    }
 
 
 def _segment_parameters() -> list[dict[str, Any]]:

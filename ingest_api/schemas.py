@@ -40,6 +40,8 @@ MAX_STORED_PAYLOAD_BYTES = 4 * 1024 * 1024
 SHORT_KEY_CHARS = MAX_PAYLOAD_KEY_BYTES // 4
 # Unknown fields named one by one in `errors`; past these, the rest are only counted.
 MAX_NAMED_UNKNOWN_FIELDS = 10
+# A schema version a client pins: the registry numbers them from 1 in an integer column.
+MAX_SCHEMA_VERSION = 2**31 - 1
 
 
 def _zulu(moment: datetime) -> str:
@@ -284,6 +286,15 @@ class EventSchema(StrictSchema):
             f"range, keys up to {MAX_PAYLOAD_KEY_BYTES} bytes, at most "
             f"{MAX_STORED_PAYLOAD_BYTES} bytes as PostgreSQL writes it out.",
             "example": {"order_id": 42},
+        },
+    )
+    schema_version = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=1, max=MAX_SCHEMA_VERSION),
+        metadata={
+            "description": "Check the payload against this version of its type's schema "
+            "instead of the newest active one (see /v1/schemas).",
+            "example": 2,
         },
     )
 

@@ -20,6 +20,7 @@ from ingest.canonical import compact_json, utc_now
 from ingest.config import Settings
 from ingest_api.auth import SEGMENT, WRITE, check_key, require_segment_key, segment_header_key
 from ingest_api.body import json_body
+from ingest_api.contracts import check_event
 from ingest_api.errors import Problem
 from ingest_api.events import RETRY_AFTER, broker_confirm, message_event
 from ingest_api.metrics import (
@@ -205,7 +206,18 @@ def to_event(
         event = load_event(document)
     except ValidationError as exc:
         return {}, {SEGMENT_FIELD.get(name, name): errors for name, errors in exc.messages.items()}
-    return message_event(event, received_at.isoformat()), None
+    verdict = check_event(event)
+    if verdict is not None and verdict.refuses:
+        return {}, {segment_pointer(at): why for at, why in verdict.errors().items()}
+    return message_event(event, received_at.isoformat(), verdict), None
+
+
+def segment_pointer(pointer: str) -> str:
+    """A JSON pointer into the ingest event, as one into the Segment message it came from: the
+    payload is the message, and the event_type its `event` (or its type)."""
+    if pointer.startswith("/payload"):
+        return pointer.removeprefix("/payload") or "/"
+    return "/event" if pointer == "/event_type" else pointer
 
 
 def corrected_time(

@@ -13,6 +13,7 @@ from typing import Any
 from marshmallow import ValidationError
 
 from ingest_api.schemas import (
+    MAX_SCHEMA_VERSION,
     EventSchema,
     OccurredAtError,
     check_payload,
@@ -53,13 +54,19 @@ def quick_load(document: Any) -> dict[str, Any] | None:
         check_payload(payload)
     except (OccurredAtError, ValidationError):
         return None
-    return {
+    event = {
         "event_id": event_id,
         "event_type": event_type,
         "occurred_at": occurred_at,
         "source": source,
         "payload": dict(payload),
     }
+    if "schema_version" in document:
+        version = document["schema_version"]
+        if type(version) is not int or not 1 <= version <= MAX_SCHEMA_VERSION:
+            return None
+        event["schema_version"] = version
+    return event
 
 
 def _is_text(value: Any, minimum: int) -> bool:

@@ -44,6 +44,8 @@ def event_status(settings: Settings, event_id: str) -> dict[str, Any] | None:
         "refusal": refusal,
         "conflict": row.conflict_payload_sha256 is not None,
         "conflict_at": _iso(row.conflict_at),
+        "schema_version": row.schema_version,
+        "schema_violations": row.schema_violations,
     }
 
 
