@@ -10,13 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.event_schemas import DRAFT_2020_12
-from models.engines import execute
 
 # An object with more distinct members than this is a map (ids as keys): only its type is kept.
 MAX_INFERRED_PROPERTIES = 200
-SAMPLE = """
-SELECT payload FROM events WHERE event_type = %s ORDER BY occurred_at DESC LIMIT %s
-"""
 JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
 
 
@@ -72,8 +68,3 @@ def infer_schema(payloads: Iterable[Any], title: str | None = None) -> dict[str,
         schema["title"] = title
     schema.update(shape.schema() if shape.types else {"type": "object"})
     return schema
-
-
-def stored_payloads(url: str, event_type: str, sample: int) -> list[Any]:
-    """The payloads of the newest `sample` events of `event_type` (by occurred_at)."""
-    return [row.payload for row in execute(url, SAMPLE, (event_type, sample))]

@@ -1,7 +1,7 @@
 """Data contracts over HTTP: `/v1/schemas` (admin keys), and each event checked against its type's
 schema on the way in.
 
-Each API process keeps the registry compiled in memory (ingest.schema_registry.Registry) and a
+Each API process keeps the registry compiled in memory (models.schema_registry.Registry) and a
 thread of its own looks every INGEST_SCHEMA_RELOAD_SECONDS whether its generation moved: a
 version added or retired, or a mode changed, reaches every process within that time, with no
 restart, and no request waits for the database to do it. Only the first requests of a process
@@ -23,7 +23,12 @@ from prometheus_client import Counter
 
 from ingest.config import Settings
 from ingest.event_schemas import SchemaRefused
-from ingest.schema_registry import (
+from ingest_api.auth import ADMIN, require_key
+from ingest_api.body import json_body
+from ingest_api.errors import Problem
+from ingest_api.schemas import StrictSchema
+from models.contracts import MODES
+from models.schema_registry import (
     OFF,
     Registry,
     RegistryError,
@@ -37,11 +42,6 @@ from ingest.schema_registry import (
     set_mode,
     type_schemas,
 )
-from ingest_api.auth import ADMIN, require_key
-from ingest_api.body import json_body
-from ingest_api.errors import Problem
-from ingest_api.schemas import StrictSchema
-from models.contracts import MODES
 
 logger = logging.getLogger(__name__)
 

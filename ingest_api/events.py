@@ -12,7 +12,6 @@ from marshmallow import ValidationError
 
 from ingest.canonical import compact_json, utc_now
 from ingest.config import Settings
-from ingest.schema_registry import Verdict
 from ingest_api.auth import READ, WRITE, require_key
 from ingest_api.body import json_body
 from ingest_api.contracts import check_event, recorded, refusal, refused
@@ -20,6 +19,7 @@ from ingest_api.errors import Problem
 from ingest_api.publisher import PublishError
 from ingest_api.schemas import BatchSchema, is_event_id
 from ingest_api.validation import load_event
+from models.schema_registry import Verdict
 from models.status import event_status
 
 logger = logging.getLogger(__name__)

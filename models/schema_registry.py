@@ -71,6 +71,10 @@ FROM event_contracts c JOIN event_schemas s USING (event_type)
 GROUP BY c.event_type, c.mode, c.updated_at ORDER BY c.event_type
 """
 GENERATION = "SELECT generation FROM schema_registry_generation"
+# The newest events of a type, by when they happened (the index on event_type, occurred_at).
+SAMPLE = """
+SELECT payload FROM events WHERE event_type = %s ORDER BY occurred_at DESC LIMIT %s
+"""
 ACTIVE_VERSIONS = """
 SELECT s.event_type, s.version, s.schema_sha256, s.retired_at IS NOT NULL AS retired,
        CASE WHEN s.retired_at IS NULL THEN s.schema END AS schema, c.mode
@@ -226,6 +230,12 @@ def schema_version(url: str, event_type: str, version: int) -> SchemaVersion | N
 def list_types(url: str) -> list[TypeSummary]:
     with engine_for(url).connect() as connection:
         return [TypeSummary(*row) for row in connection.execute(text(LIST_TYPES))]
+
+
+def stored_payloads(url: str, event_type: str, sample: int) -> list[Any]:
+    """The payloads of the newest `sample` events of `event_type` (by occurred_at), from which
+    `ingest schemas infer` drafts a schema."""
+    return [row.payload for row in execute(url, SAMPLE, (event_type, sample))]
 
 
 def registry_generation(url: str) -> int:
