@@ -16,6 +16,7 @@ from ingest_cli.dead_letters import dead_letters
 from ingest_cli.maintenance import migrate_command, reconcile_command, status_command
 from ingest_cli.refusals import refusals_group
 from ingest_cli.roles import create_roles_command
+from ingest_cli.schemas import schemas_group
 from ingest_cli.segment import segment_group
 from ingest_cli.send import send_command
 from ingest_cli.services import (
@@ -61,6 +62,7 @@ for command in (
     status_command,
     refusals_group,
     segment_group,
+    schemas_group,
     dead_letters,
     send_command,
 ):
