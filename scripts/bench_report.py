@@ -1,7 +1,7 @@
 """What the benchmark measured, and the Markdown tables it prints from that.
 
-Each figure is the median of the runs, with min and max. Targets are issue 8's, met with the
-service's defaults.
+Each figure is the median of the runs, with min and max. The targets are those the README's
+Performance section states, met with the service's defaults.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ GROWTH_RATIO = 0.10
 GROWTH_FLOOR = 8 * MIB
 # Where a run's memory is taken as warmed up: this fraction of the way through it.
 SETTLED_AT = 0.25
-# Issue 8's targets.
+# The README's performance targets.
 SINGLE_E2E_TARGET = 800
 SINGLE_P99_TARGET_MS = 50
 BATCH_E2E_TARGET = 6_000
@@ -209,7 +209,7 @@ def main_table(results: Results) -> str:
         )
         add(f"{title}: seconds until all in PostgreSQL", [run.postgres_seconds for run in runs], 1)
         add(f"{title}: seconds until all in MySQL", [run.mysql_seconds for run in runs], 1)
-        # Issue 10 sets the Segment scenario no target.
+        # The Segment scenario has no target.
         goal = {"single": SINGLE_E2E_TARGET, "batch": BATCH_E2E_TARGET}.get(scenario)
         add(
             f"{title}: end-to-end rate into both databases (events/s)",

@@ -7,24 +7,20 @@ environment variables of .env.example, the HTTP API and the tables `events` and
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import logging
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import MySQLdb
@@ -32,6 +28,7 @@ import psycopg2
 from bench_cpu import read_processes, tree
 from kombu import Connection
 
+from ingest.config import Settings
 from ingest.contract import DEAD_QUEUE, PERSIST_QUEUE, PROJECTION_QUEUE
 from ingest_api import server as api_server
 from ingest_cli.services import (
@@ -41,11 +38,17 @@ from ingest_cli.services import (
     up_command,
     worker_argv,
 )
+from testlib.processes import ROOT, VENV_BIN, Beat, HttpService, ServiceProcess, service_env
+from testlib.servers import (
+    SharedServers,
+    isolated_databases,
+    isolated_vhost,
+    with_database,
+    with_vhost,
+)
 
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
 # How the API's server command starts its server; the bare baseline's script takes its place.
 API_SERVER = ["-m", api_server.__name__]
 BARE_APP = ROOT / "scripts" / "bare_app.py"
@@ -53,29 +56,10 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 START_TIMEOUT = 90.0
 # No statement of the benchmark's own may wait without end (a lock held by a stuck worker).
 BOUNDED_WAITS = "-c lock_timeout=60s -c statement_timeout=600s"
-STOP_TIMEOUT = 20.0
-T = TypeVar("T")
 
 
 class BenchError(RuntimeError):
     """The benchmark cannot go on; the message says why."""
-
-
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.25) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"gave up after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def run_command(command: Sequence[str], timeout: float = 300, **kwargs: Any) -> str:
@@ -123,83 +107,6 @@ def rss_bytes(pids: Iterable[int]) -> int:
     return total
 
 
-class ServiceProcess:
-    """A subprocess in a session of its own (its whole tree can be stopped), logging to a file."""
-
-    def __init__(self, name: str, command: Sequence[str], env: dict[str, str], logs: Path) -> None:
-        self.name = name
-        self.command = list(command)
-        self.log = logs / f"{name}.log"
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def check_alive(self) -> None:
-        if self.process.poll() is not None:
-            raise BenchError(
-                f"{self.name} exited with {self.process.returncode}; its log ends:\n{self.tail()}"
-            )
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self) -> None:
-        """SIGTERM for a clean shutdown, then SIGKILL to whatever is left of the session."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                logger.warning("%s did not stop within %.0fs; killing it", self.name, STOP_TIMEOUT)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=STOP_TIMEOUT)
-
-
-class HttpServer(ServiceProcess):
-    """The API's server on a free port of 127.0.0.1, ready once GET /healthz answers 200."""
-
-    def __init__(self, name: str, bare: bool, env: dict[str, str], logs: Path) -> None:
-        self.port = free_port()
-        super().__init__(name, http_argv(self.port, bare), env, logs)
-        try:
-            wait_for(lambda: self.get("/healthz") == 200, START_TIMEOUT, f"{name} to answer")
-        except BaseException:
-            self.stop()
-            raise
-
-    def get(self, path: str) -> int:
-        self.check_alive()
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-        try:
-            connection.request("GET", path)
-            return connection.getresponse().status
-        except OSError:
-            return 0
-        finally:
-            connection.close()
-
-
-@dataclass(frozen=True)
-class Servers:
-    postgres_admin_url: str
-    mysql_admin_url: str
-    broker: str  # user:password@host:port
-
-
 @dataclass(frozen=True)
 class TableCounts:
     rows: int
@@ -212,7 +119,7 @@ class BenchStack:
     """Own PostgreSQL and MariaDB databases and RabbitMQ vhost, dropped on close, and the
     processes started on them, stopped on close."""
 
-    def __init__(self, servers: Servers, keep_logs: bool = False) -> None:
+    def __init__(self, servers: SharedServers, keep_logs: bool = False) -> None:
         self.servers = servers
         self.keep_logs = keep_logs
         self.name = f"ingest_bench_{os.getpid()}"
@@ -220,34 +127,17 @@ class BenchStack:
         self.api_key = secrets.token_urlsafe(24)
         self.logs = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
         self.processes: list[ServiceProcess] = []
-        self.postgres_url = servers.postgres_admin_url.rsplit("/", 1)[0] + f"/{self.name}"
-        self.mysql_url = servers.mysql_admin_url.rstrip("/") + f"/{self.name}"
-        self.broker_url = f"amqp://{servers.broker}/{self.vhost}"
-        self._created: list[Callable[[], None]] = []
+        self.postgres_url = with_database(servers.postgres_admin_url, self.name)
+        self.mysql_url = with_database(servers.mysql_admin_url, self.name)
+        self.broker_url = with_vhost(servers.broker_url, self.vhost)
+        self._created = ExitStack()
 
     # -- set-up and clean-up ---------------------------------------------------------------
 
     def create(self) -> None:
         logger.info("Creating databases and vhost %s", self.name)
-        self._created.append(self._drop_postgres)
-        self._postgres_admin(f"DROP DATABASE IF EXISTS {self.name}", f"CREATE DATABASE {self.name}")
-        self._created.append(self._drop_mysql)
-        self._mysql_admin(f"DROP DATABASE IF EXISTS {self.name}", f"CREATE DATABASE {self.name}")
-        self._created.append(self._delete_vhost)
-        run_command(["rabbitmqctl", "add_vhost", self.vhost], timeout=120)
-        run_command(
-            [
-                "rabbitmqctl",
-                "set_permissions",
-                "-p",
-                self.vhost,
-                self.broker_user,
-                ".*",
-                ".*",
-                ".*",
-            ],
-            timeout=120,
-        )
+        self._created.enter_context(isolated_databases(self.servers, self.name))
+        self._created.enter_context(isolated_vhost(self.servers.broker_url, self.vhost))
         logger.info("Migrating (alembic upgrade head)")
         run_command([str(VENV_BIN / "alembic"), "upgrade", "head"], cwd=ROOT, env=self.env())
 
@@ -259,81 +149,44 @@ class BenchStack:
             except Exception:
                 logger.exception("Could not stop %s", process.name)
         self.processes.clear()
-        for undo in reversed(self._created):
-            try:
-                undo()
-            except Exception:
-                logger.exception("Clean-up step %s failed", undo.__name__)
-        self._created.clear()
+        try:
+            self._created.close()
+        except Exception:
+            logger.exception("Dropping the databases or the vhost failed")
         if self.keep_logs:
             logger.info("Logs kept in %s", self.logs)
         else:
             shutil.rmtree(self.logs, ignore_errors=True)
-
-    @property
-    def broker_user(self) -> str:
-        return unquote(self.servers.broker.split("@", 1)[0].split(":", 1)[0])
-
-    def _postgres_admin(self, *statements: str) -> None:
-        connection = psycopg2.connect(self.servers.postgres_admin_url, connect_timeout=10)
-        try:
-            connection.autocommit = True
-            with connection.cursor() as cursor:
-                for statement in statements:
-                    cursor.execute(statement)
-        finally:
-            connection.close()
-
-    def _mysql_admin(self, *statements: str) -> None:
-        connection = mysql_connect(self.servers.mysql_admin_url)
-        try:
-            with connection.cursor() as cursor:
-                for statement in statements:
-                    cursor.execute(statement)
-        finally:
-            connection.close()
-
-    def _drop_postgres(self) -> None:
-        self._postgres_admin(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
-
-    def _drop_mysql(self) -> None:
-        self._mysql_admin(f"DROP DATABASE IF EXISTS {self.name}")
-
-    def _delete_vhost(self) -> None:
-        run_command(["rabbitmqctl", "delete_vhost", self.vhost], timeout=120)
 
     # -- the service -----------------------------------------------------------------------
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a service process: the variables of .env.example, nothing
         inherited that could point it elsewhere."""
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("BROKER_", "POSTGRES_", "MYSQL_", "INGEST_", "CELERY_"))
-        }
-        env.update(
-            BROKER_URL=self.broker_url,
-            POSTGRES_URL=self.postgres_url,
-            MYSQL_URL=self.mysql_url,
-            INGEST_API_KEYS=self.api_key,
-            INGEST_AUTH="on",
-            PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            # As `ingest up` runs its children.
-            PYTHONUNBUFFERED="1",
+        settings = Settings(
+            broker_url=self.broker_url,
+            postgres_url=self.postgres_url,
+            mysql_url=self.mysql_url,
+            api_keys=(self.api_key,),
         )
-        env.update(extra)
-        return env
+        # PYTHONUNBUFFERED as `ingest up` runs its children.
+        return service_env(settings, INGEST_AUTH="on", PYTHONUNBUFFERED="1", **extra)
 
-    def start_api(self) -> HttpServer:
+    def start_api(self) -> HttpService:
         return self._start_http("api", False, self.env())
 
-    def start_bare(self) -> HttpServer:
+    def start_bare(self) -> HttpService:
         # The server's workers import the bare app by name.
         return self._start_http("bare-flask", True, self.env(PYTHONPATH=str(BARE_APP.parent)))
 
-    def _start_http(self, name: str, bare: bool, env: dict[str, str]) -> HttpServer:
-        server = HttpServer(name, bare, env, self.logs)
+    def _start_http(self, name: str, bare: bool, env: dict[str, str]) -> HttpService:
+        server = HttpService(
+            name,
+            lambda port: http_argv(port, bare),
+            env,
+            self.logs / f"{name}.log",
+            timeout=START_TIMEOUT,
+        )
         self.processes.append(server)
         return server
 
@@ -343,30 +196,24 @@ class BenchStack:
     def start_projection_worker(self) -> ServiceProcess:
         return self._start_worker("projection", projector_argv(celery_options()), PROJECTION_QUEUE)
 
-    def start_beat(self) -> ServiceProcess:
+    def start_beat(self) -> Beat:
         """celery beat as `ingest up` runs it, ready once it has started its scheduler."""
         # Its schedule file lives with the logs: a real beat in this checkout keeps var/'s.
         command = beat_argv(("-l", "info", "-s", str(self.logs / "celerybeat-schedule")))
-        beat = ServiceProcess("beat", command, self.env(), self.logs)
+        beat = Beat(command, self.env(), self.logs / "beat.log", START_TIMEOUT)
         self.processes.append(beat)
-
-        def started() -> bool:
-            beat.check_alive()
-            return "beat: Starting..." in beat.log.read_text(errors="replace")
-
-        wait_for(started, START_TIMEOUT, "celery beat to start", interval=0.5)
         return beat
 
     def _start_worker(self, name: str, command: list[str], queue: str) -> ServiceProcess:
         """A Celery worker, ready once it consumes from its queue."""
-        worker = ServiceProcess(name, command, self.env(), self.logs)
+        worker = ServiceProcess(name, command, self.env(), self.logs / f"{name}.log")
         self.processes.append(worker)
-
-        def consuming() -> bool:
-            worker.check_alive()
-            return self.queue_state(queue)[1] > 0
-
-        wait_for(consuming, START_TIMEOUT, f"{name} to consume from {queue}", interval=0.5)
+        worker.wait_ready(
+            lambda: self.queue_state(queue)[1] > 0,
+            START_TIMEOUT,
+            f"{name} to consume from {queue}",
+            interval=0.5,
+        )
         return worker
 
     def stop(self, process: ServiceProcess) -> None:

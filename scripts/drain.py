@@ -20,13 +20,15 @@ import time
 from collections.abc import Mapping
 
 from bench_cpu import CLOCK_TICKS, ProcStat, named, read_processes, tree
-from bench_stack import BenchStack, Servers, wait_for
+from bench_stack import BenchStack
 from loadgen import make_event
 
 from ingest.canonical import compact_json, utc_now
 from ingest.config import Settings
 from ingest.contract import PERSIST_EVENTS
 from tasks.celery import create_celery
+from testlib.servers import SharedServers
+from testlib.wait import wait_until
 
 
 def group_ticks(
@@ -56,13 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--events", type=int, default=100, help="events per message")
     args = parser.parse_args(argv)
-    stack = BenchStack(
-        Servers(
-            "postgresql://postgres@127.0.0.1:5432/postgres",
-            "mysql://root@127.0.0.1:3306/",
-            "guest:guest@127.0.0.1:5672",
-        )
-    )
+    stack = BenchStack(SharedServers())
     try:
         stack.create()
         persist = stack.start_persist_worker()
@@ -85,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             for event_ids, events_json in messages:
                 celery.send_task(PERSIST_EVENTS, args=[event_ids, events_json], producer=producer)
         total = args.messages * args.events
-        wait_for(lambda: stack.rows() == (total, total), 600, "every event in both databases")
+        wait_until(
+            lambda: stack.rows() == (total, total), 600, 0.25, "every event in both databases"
+        )
         seconds = time.monotonic() - started
         after = read_processes()
         for name, pids in groups_of(after, persist.pid, projection.pid).items():
