@@ -23,6 +23,9 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 # A read key: event status and /openapi.json; the write key above only sends.
 READ_KEY = "test-read-key"
 READ_AUTH = {"Authorization": f"Bearer {READ_KEY}"}
+# An admin key: reads and changes event schemas (/v1/schemas), nothing else.
+ADMIN_KEY = "test-admin-key"
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def event(event_id: str, **fields: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from kombu import Connection
 from sqlalchemy import text
 
 from ingest.config import Settings
-from ingest.contract import DEAD_QUEUE_DECLARATION, WORK_QUEUES, declare_topology
+from ingest.contract import DEAD_QUEUE_DECLARATION, PERSIST_QUEUE, WORK_QUEUES, declare_topology
 from ingest_cli.dead_letters import DeadLetter, peek
 from models import engine_for
 
@@ -68,7 +68,7 @@ def dead_letters(settings: Settings) -> list[DeadLetter]:
 
 
 def publish_raw(
-    settings: Settings, body: bytes, routing_key: str = "ingest.persist", **properties: Any
+    settings: Settings, body: bytes, routing_key: str = PERSIST_QUEUE, **properties: Any
 ) -> None:
     """A message as any producer could send it, confirmed by the broker."""
     with Connection(settings.broker_url) as connection:

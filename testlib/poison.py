@@ -7,7 +7,7 @@ from typing import Any
 
 from ingest.canonical import compact_json
 from ingest.config import Settings
-from ingest.contract import event_ids_of
+from ingest.contract import PERSIST_EVENTS, event_ids_of
 from ingest_api.schemas import MAX_PAYLOAD_DEPTH
 from tasks.celery import create_celery
 from testlib.data import rows
@@ -29,7 +29,7 @@ def persist_as_sent(settings: Settings, events: list[dict[str, Any]]) -> None:
     celery = create_celery(settings)
     try:
         celery.send_task(
-            "ingest.persist_events",
+            PERSIST_EVENTS,
             args=[
                 event_ids_of(events),
                 compact_json([{**event, "received_at": received_at} for event in events]),

@@ -24,6 +24,7 @@ from typing import Any
 import requests
 
 from ingest.config import Settings
+from ingest.contract import PERSIST_QUEUE, PROJECTION_QUEUE
 from testlib.wait import HarnessError, free_port, http_status, wait_until
 
 logger = logging.getLogger(__name__)
@@ -231,9 +232,9 @@ def running_worker(settings: Settings, queue: str, name: str) -> Iterator[Worker
 @contextmanager
 def running_workers(settings: Settings, **env: str) -> Iterator[tuple[Worker, Worker]]:
     """A persist worker and a projection worker, stopped on exit."""
-    persist = Worker(settings, "ingest.persist", "persist", **env)
+    persist = Worker(settings, PERSIST_QUEUE, "persist", **env)
     try:
-        projector = Worker(settings, "ingest.projection", "projector", **env)
+        projector = Worker(settings, PROJECTION_QUEUE, "projector", **env)
     except BaseException:
         persist.stop()
         raise

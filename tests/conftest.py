@@ -18,7 +18,7 @@ from ingest.config import Settings
 from ingest_api.app import create_app
 from ingest_cli.maintenance import migrate
 from models import dispose_engines
-from testlib.api import API_KEY, READ_KEY
+from testlib.api import ADMIN_KEY, API_KEY, READ_KEY
 from testlib.data import reset
 from testlib.processes import Worker, running_workers
 from testlib.servers import (
@@ -47,6 +47,7 @@ def settings(shared_servers: SharedServers) -> Iterator[Settings]:
     base = Settings(
         api_keys=(API_KEY,),
         read_keys=(READ_KEY,),
+        admin_keys=(ADMIN_KEY,),
         reconcile_grace_seconds=1,
         reconcile_interval_seconds=2,
         projection_max_retries=2,

@@ -27,7 +27,7 @@ from werkzeug.serving import make_server
 
 from ingest.canonical import compact_json
 from ingest.config import Settings
-from ingest.contract import DEAD_QUEUE, event_ids_of
+from ingest.contract import DEAD_QUEUE, PERSIST_QUEUE, event_ids_of
 from ingest_api.app import create_app
 from ingest_cli import main
 from ingest_cli.maintenance import ALEMBIC_INI
@@ -256,7 +256,7 @@ def test_dead_letters_are_listed_without_loss_then_replayed_once_fixed(
         finally:
             app.extensions["ingest.publisher"].close()
         # A worker against a database nobody migrated: each task fails for good.
-        broken = Worker(private, "ingest.persist", "persist-unmigrated", concurrency=1)
+        broken = Worker(private, PERSIST_QUEUE, "persist-unmigrated", concurrency=1)
         try:
             wait_until(lambda: dead_depth(private) == 2, timeout=60, what="two dead letters")
         finally:
@@ -279,7 +279,7 @@ def test_dead_letters_are_listed_without_loss_then_replayed_once_fixed(
 
         # The cause fixed, a healthy worker takes what is replayed.
         assert invoke(private, "migrate").exit_code == 0
-        worker = Worker(private, "ingest.persist", "persist", concurrency=1)
+        worker = Worker(private, PERSIST_QUEUE, "persist", concurrency=1)
         try:
             one = invoke(private, "dead-letters", "replay", "--limit", "1")
             assert one.exit_code == 0, one.output

@@ -32,7 +32,7 @@ import yaml
 from flower.command import is_flower_envvar
 
 from ingest.config import Settings
-from ingest.contract import WORK_QUEUES
+from ingest.contract import PERSIST_QUEUE, PROJECTION_QUEUE, WORK_QUEUES
 from ingest_api.server import parse
 from testlib.processes import ROOT, VENV_BIN, service_env
 from testlib.wait import wait_until
@@ -248,10 +248,10 @@ def test_the_workers_consume_every_queue_of_the_topology(compose: dict[str, Any]
         command = services(compose)[name]["command"]
         assert command[:4] == ["celery", "-A", "tasks", "worker"], name
         for queue in option(command, "-Q", "--queues").split(","):
-            assert queue in declared, f"{name} consumes {queue}, which tasks/topology.py lacks"
+            assert queue in declared, f"{name} consumes {queue}, which ingest/contract.py lacks"
             consumed[queue] = name
     assert set(consumed) == declared
-    assert consumed["ingest.persist"] != consumed["ingest.projection"], (
+    assert consumed[PERSIST_QUEUE] != consumed[PROJECTION_QUEUE], (
         "the projection needs its own worker, so that a MySQL outage never slows persisting"
     )
 

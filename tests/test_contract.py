@@ -8,10 +8,13 @@ import pytest
 
 from ingest.canonical import compact_json
 from ingest.contract import (
+    DEAD_QUEUE,
     EVENT_IDS_SHOWN,
     PERSIST_EVENT,
     PERSIST_EVENTS,
+    PERSIST_QUEUE,
     PROJECT_TO_MYSQL,
+    PROJECTION_QUEUE,
     RECONCILE_PROJECTION,
     TASK_QUEUES,
     event_ids_of,
@@ -35,6 +38,22 @@ def test_the_workers_register_exactly_the_tasks_the_contract_names() -> None:
         RECONCILE_PROJECTION,
     }
     assert app.conf.beat_schedule["reconcile-projection"]["task"] == RECONCILE_PROJECTION
+
+
+def test_the_names_stay_those_that_queued_messages_and_operators_use() -> None:
+    # Messages still queued across an upgrade carry these task names; broker policies, Flower
+    # filters and dashboards match these queue names. Every other file takes them from here.
+    assert [PERSIST_EVENT, PERSIST_EVENTS, PROJECT_TO_MYSQL, RECONCILE_PROJECTION] == [
+        "ingest.persist_event",
+        "ingest.persist_events",
+        "ingest.project_to_mysql",
+        "ingest.reconcile_projection",
+    ]
+    assert [PERSIST_QUEUE, PROJECTION_QUEUE, DEAD_QUEUE] == [
+        "ingest.persist",
+        "ingest.projection",
+        "ingest.dead",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from werkzeug.test import TestResponse
 
 from ingest.canonical import utc_now
 from ingest.config import Settings
+from ingest.contract import PERSIST_EVENT, PERSIST_QUEUE, PROJECT_TO_MYSQL, PROJECTION_QUEUE
 from ingest_api.events import message_event
 from ingest_api.health import READINESS_MAX_AGE
 from ingest_api.schemas import EventSchema
@@ -168,11 +169,11 @@ def test_a_delay_longer_than_the_consumer_timeout_leaves_the_worker_running(
     with private_rabbitmq(consumer_timeout_ms=CONSUMER_TIMEOUT_MS) as node:
         ours = settings.replace(broker_url=node.url)
         reset(ours)
-        with running_worker(ours, "ingest.persist", "persist") as persist:
+        with running_worker(ours, PERSIST_QUEUE, "persist") as persist:
             celery = create_celery(ours)
             sent_at = time.monotonic()
             celery.send_task(
-                "ingest.persist_event",
+                PERSIST_EVENT,
                 args=[message_event(EventSchema().load(event("delayed")), utc_now().isoformat())],
                 countdown=delay,
             )
@@ -204,12 +205,12 @@ def test_a_worker_first_on_a_fresh_broker_binds_every_queue_for_delayed_delivery
     those that exist by then; a delayed message for an unbound queue would be dropped."""
     with private_rabbitmq() as node:
         ours = settings.replace(broker_url=node.url)
-        with running_worker(ours, "ingest.persist", "persist"):
+        with running_worker(ours, PERSIST_QUEUE, "persist"):
             celery = create_celery(ours)
-            celery.send_task("ingest.project_to_mysql", args=[["not-stored"]], countdown=1)
+            celery.send_task(PROJECT_TO_MYSQL, args=[["not-stored"]], countdown=1)
             celery.close()
             wait_until(
-                lambda: node.queue_depths().get("ingest.projection") == (1, 0),
+                lambda: node.queue_depths().get(PROJECTION_QUEUE) == (1, 0),
                 timeout=15,
                 what="the delayed message in ingest.projection",
             )

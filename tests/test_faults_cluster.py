@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from ingest.config import Settings, redact_url
+from ingest.contract import PERSIST_QUEUE
 from testlib.data import dead_letters, reset, stored_count
 from testlib.faults import (
     Traffic,
@@ -48,7 +49,7 @@ def test_a_node_killed_mid_run_loses_no_confirmed_event(
     with api(ours) as app, running_workers(ours), running_beat(ours):
         traffic = Traffic(app, "cluster", pause=0.02).start()
         wait_until(lambda: stored_count(ours) >= 300, what="the run to be under way")
-        leader, members = replicas(cluster[-1], "ingest.persist")
+        leader, members = replicas(cluster[-1], PERSIST_QUEUE)
         assert sorted(members) == sorted(node.name for node in cluster)
 
         # The node that leads ingest.persist and holds every client connection (the first
@@ -77,7 +78,7 @@ def test_a_node_killed_mid_run_loses_no_confirmed_event(
         wait_until_stored(ours, traffic.acknowledged)
         assert_stored_exactly_once(ours, traffic.acknowledged, traffic.sent)
         wait_until_projected(ours)
-        assert replicas(survivor, "ingest.persist")[0] != victim.name
+        assert replicas(survivor, PERSIST_QUEUE)[0] != victim.name
     assert dead_letters(ours) == []
 
 

@@ -21,7 +21,7 @@ from kombu.transport.native_delayed_delivery import (
 
 from ingest.canonical import utc_now
 from ingest.config import Settings
-from ingest.contract import declare_topology
+from ingest.contract import PERSIST_EVENT, PERSIST_QUEUE, declare_topology
 from ingest_api.events import message_event
 from ingest_api.schemas import EventSchema
 from ingest_cli.dead_letters import DeadLetter
@@ -52,7 +52,7 @@ def module_settings(settings: Settings, broker: RabbitNode) -> Settings:
 @pytest.fixture(scope="module")
 def persist(module_settings: Settings) -> Iterator[Worker]:
     # Pool children: the test of a message that kills its worker kills the child running it.
-    worker = Worker(module_settings, "ingest.persist", "persist", INGEST_WORKER_POOL="prefork")
+    worker = Worker(module_settings, PERSIST_QUEUE, "persist", INGEST_WORKER_POOL="prefork")
     try:
         yield worker
     finally:
@@ -81,7 +81,7 @@ def failing_task(settings: Settings) -> None:
     celery = create_celery(settings)
     try:
         celery.send_task(
-            "ingest.persist_event",
+            PERSIST_EVENT,
             args=[
                 message_event(EventSchema().load(event("x")), utc_now().isoformat())
                 | {"event_id": "x" * 200}
@@ -96,7 +96,7 @@ def undecodable(settings: Settings) -> None:
     publish_raw(
         settings,
         b'[[{"event_id": "poison-decode"',
-        application_headers=celery_headers("ingest.persist_event", "poison-decode"),
+        application_headers=celery_headers(PERSIST_EVENT, "poison-decode"),
         content_type="application/json",
         content_encoding="utf-8",
     )
@@ -116,7 +116,7 @@ def pickled(settings: Settings) -> None:
     publish_raw(
         settings,
         pickle.dumps(([{"event_id": "poison-pickle"}], {}, {})),
-        application_headers=celery_headers("ingest.persist_event", "poison-pickle"),
+        application_headers=celery_headers(PERSIST_EVENT, "poison-pickle"),
         content_type="application/x-python-serialize",
         content_encoding="binary",
     )
@@ -148,11 +148,11 @@ def test_a_poison_message_is_dead_lettered_once_with_its_reason(
 
     letter = one_dead_letter(faulty)
     assert letter.reason == "rejected"
-    assert letter.queue == "ingest.persist"
+    assert letter.queue == PERSIST_QUEUE
     assert letter.task_id == task_id
     # Parked, not looping: nothing left in the work queue, no second death.
     time.sleep(1)
-    assert broker.queue_depths()["ingest.persist"] == (0, 0)
+    assert broker.queue_depths()[PERSIST_QUEUE] == (0, 0)
     assert [letter.count for letter in dead_letters(faulty)] == [1]
     # By id: a pool child of the test before may still run its "deadly" task once more.
     assert "unretryable" not in stored_ids(faulty)
@@ -192,7 +192,7 @@ def test_a_message_that_kills_its_worker_is_parked_after_the_delivery_limit(
 
     letter = one_dead_letter(faulty)
     assert letter.reason == "delivery_limit"
-    assert letter.queue == "ingest.persist"
+    assert letter.queue == PERSIST_QUEUE
     assert len(killed) >= POLICY_LIMIT + 1
     assert persist.process.poll() is None
 
@@ -244,7 +244,7 @@ def test_a_retry_that_cannot_be_published_is_dead_lettered_not_dropped(
             letter = one_dead_letter(faulty)
 
     assert letter.reason == "rejected"
-    assert letter.queue == "ingest.persist"
+    assert letter.queue == PERSIST_QUEUE
     # By id: a pool child of the test before may still run its "deadly" task once more.
     assert "unretryable" not in stored_ids(faulty)
 

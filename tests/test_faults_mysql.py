@@ -12,6 +12,7 @@ import pytest
 from flask import Flask
 
 from ingest.config import Settings
+from ingest.contract import PERSIST_QUEUE, PROJECT_TO_MYSQL, PROJECTION_QUEUE
 from ingest_cli.maintenance import migrate
 from tasks.celery import create_celery
 from testlib.api import READ_AUTH, event
@@ -97,20 +98,20 @@ def test_a_refused_projection_publish_and_a_long_mysql_outage_are_repaired(
     faulty = faulty.replace(projection_max_retries=4)
     mariadb.kill()
     try:
-        with api(faulty) as app, running_worker(faulty, "ingest.persist", "persist") as persist:
+        with api(faulty) as app, running_worker(faulty, PERSIST_QUEUE, "persist") as persist:
             # A quorum queue refuses publishes only while it is over its length: one message
             # that nobody consumes yet keeps it over a max-length of 0.
             celery = create_celery(faulty)
-            celery.send_task("ingest.project_to_mysql", args=[[]])
+            celery.send_task(PROJECT_TO_MYSQL, args=[[]])
             celery.close()
             with broker.policy("refuse-projection", r"^ingest\.projection$", REFUSE_PUBLISHES):
                 refused = Traffic(app, "refused").run(limit=200)
                 wait_until_stored(faulty, refused.acknowledged)
-                assert broker.queue_depths()["ingest.projection"] == (1, 0)
+                assert broker.queue_depths()[PROJECTION_QUEUE] == (1, 0)
             assert "Could not publish the projection" in persist.output()
 
             with (
-                running_worker(faulty, "ingest.projection", "projector") as projector,
+                running_worker(faulty, PROJECTION_QUEUE, "projector") as projector,
                 running_beat(faulty),
             ):
                 # Publishes go through again, and meet a MySQL that stays down longer than the
@@ -146,8 +147,8 @@ def test_a_refused_row_after_a_long_mysql_outage_holds_back_none_of_the_others(
     try:
         with (
             api(faulty) as app,
-            running_worker(faulty, "ingest.persist", "persist"),
-            running_worker(faulty, "ingest.projection", "projector") as projector,
+            running_worker(faulty, PERSIST_QUEUE, "persist"),
+            running_worker(faulty, PROJECTION_QUEUE, "projector") as projector,
         ):
             before = Traffic(app, "before").run(limit=100)
             # One message, one row in it that MySQL will refuse, among good ones.

@@ -14,6 +14,7 @@ import pytest
 
 from ingest.canonical import compact_json
 from ingest.config import Settings
+from ingest.contract import PROJECTION_QUEUE, RECONCILE_PROJECTION
 from ingest_cli.maintenance import migrate
 from tasks.persist import store_events
 from tasks.projection import RECONCILE_LOCK
@@ -30,7 +31,6 @@ EVENTS = 4000
 # Small chunks: a run goes on chunk after chunk for its whole budget (the beat interval).
 CHUNK_SIZE = 20
 HELD_SECONDS = 18
-TICK = "ingest.reconcile_projection"
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_beat_ticks_during_a_long_reconcile_return_at_once_and_project_nothing_t
     time.sleep(faulty.reconcile_grace_seconds)
 
     projector = Worker(
-        faulty, "ingest.projection", "projector", INGEST_RECONCILE_CHUNK_SIZE=str(CHUNK_SIZE)
+        faulty, PROJECTION_QUEUE, "projector", INGEST_RECONCILE_CHUNK_SIZE=str(CHUNK_SIZE)
     )
     try:
         with running_beat(faulty):
@@ -96,7 +96,7 @@ def test_beat_ticks_during_a_long_reconcile_return_at_once_and_project_nothing_t
     durations = {
         line["task_id"]: line["duration_ms"] / 1000
         for line in lines
-        if line.get("task") == TICK and line["message"] == "task"
+        if line.get("task") == RECONCILE_PROJECTION and line["message"] == "task"
     }
     stepped_aside = {
         line["task_id"] for line in lines if line["message"].startswith("Another reconciler")

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from ingest.config import Settings
+from ingest.contract import PERSIST_QUEUE, PROJECTION_QUEUE
 from models import engine_for
 from testlib.api import AUTH, event
 from testlib.data import dead_letters, reset, rows, stored_count
@@ -87,7 +88,7 @@ def test_kill_9_of_the_whole_worker_then_a_restart_loses_nothing(faulty: Setting
             persist.kill()  # main process and pool children, mid-task
 
         stored_at_kill = stored_count(faulty)
-        with running_worker(faulty, "ingest.persist", "persist"):
+        with running_worker(faulty, PERSIST_QUEUE, "persist"):
             wait_until(
                 lambda: stored_count(faulty) >= stored_at_kill + 200,
                 what="the run to go on after the restart",
@@ -124,7 +125,7 @@ def test_a_crash_between_the_projection_publish_and_the_ack_projects_once(
                 what="the projection published by the frozen worker's child to be applied",
             )
             wait_until(
-                lambda: broker.queue_depths()["ingest.persist"] == (0, 1),
+                lambda: broker.queue_depths()[PERSIST_QUEUE] == (0, 1),
                 timeout=5,
                 what="the broker to report the message delivered and not acknowledged",
             )
@@ -132,15 +133,15 @@ def test_a_crash_between_the_projection_publish_and_the_ack_projects_once(
             persist.kill()
 
         wait_until(
-            lambda: broker.queue_depths()["ingest.persist"] == (1, 0),
+            lambda: broker.queue_depths()[PERSIST_QUEUE] == (1, 0),
             what="the broker to take the unacknowledged message back",
         )
-        with running_worker(faulty, "ingest.persist", "persist"):
+        with running_worker(faulty, PERSIST_QUEUE, "persist"):
             # The redelivered message inserts nothing new; its projection finds MySQL has it.
             wait_until(
                 lambda: (
-                    broker.queue_depths()["ingest.persist"] == (0, 0)
-                    and broker.queue_depths()["ingest.projection"] == (0, 0)
+                    broker.queue_depths()[PERSIST_QUEUE] == (0, 0)
+                    and broker.queue_depths()[PROJECTION_QUEUE] == (0, 0)
                 ),
                 what="the redelivered message to be done",
             )
@@ -177,16 +178,16 @@ def test_twelve_kill_9s_of_the_persist_worker_park_no_healthy_message(
     with api(faulty) as app:
         traffic = Traffic(app, "rounds", pause=0.05).start()
         wait_until(
-            lambda: broker.queue_depths()["ingest.persist"][0] >= 200, what="a backlog to build"
+            lambda: broker.queue_depths()[PERSIST_QUEUE][0] >= 200, what="a backlog to build"
         )
         # The worst case for the messages at the head of the queue: each crash hands them back
         # (the broker counts a delivery), and the next worker gets them first, again.
         with inserts_held(faulty):
             for _ in range(KILL_ROUNDS):
-                worker = Worker(faulty, "ingest.persist", "persist")
+                worker = Worker(faulty, PERSIST_QUEUE, "persist")
                 try:
                     wait_until(lambda: lock_waiters(faulty), what="inserts waiting on the lock")
-                    in_flight = broker.queue_depths()["ingest.persist"][1]
+                    in_flight = broker.queue_depths()[PERSIST_QUEUE][1]
                 finally:
                     worker.kill()
                 assert in_flight > 0

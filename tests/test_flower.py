@@ -9,6 +9,13 @@ import requests
 from flask.testing import FlaskClient
 
 from ingest.config import Settings
+from ingest.contract import (
+    PERSIST_EVENT,
+    PERSIST_EVENTS,
+    PERSIST_QUEUE,
+    PROJECT_TO_MYSQL,
+    PROJECTION_QUEUE,
+)
 from testlib.api import AUTH, event
 from testlib.data import projected_count
 from testlib.processes import Flower, Worker
@@ -47,22 +54,22 @@ def test_flower_shows_both_queues_tasks_behind_basic_auth(
     wait_until(lambda: projected_count(pipeline) == 5, what="5 events in MySQL")
 
     wait_until(
-        lambda: len(succeeded(flower, "ingest.persist_event")) == 3,
+        lambda: len(succeeded(flower, PERSIST_EVENT)) == 3,
         what="3 successful persist_event tasks in Flower",
     )
     # The persist worker gathers the ids of tasks that end close together into one projection.
     wait_until(
-        lambda: 1 <= len(succeeded(flower, "ingest.project_to_mysql")) <= 4,
+        lambda: 1 <= len(succeeded(flower, PROJECT_TO_MYSQL)) <= 4,
         what="successful project_to_mysql tasks in Flower",
     )
-    [batch_task] = succeeded(flower, "ingest.persist_events")
+    [batch_task] = succeeded(flower, PERSIST_EVENTS)
     assert batch_task["worker"].split("@")[0] == workers[0].name
-    projection = succeeded(flower, "ingest.project_to_mysql")[0]
+    projection = succeeded(flower, PROJECT_TO_MYSQL)[0]
     assert projection["worker"].split("@")[0] == workers[1].name
 
     # The broker tab: queue depths through RabbitMQ's management API.
     queues = {q["name"] for q in flower.get("/api/queues/length").json()["active_queues"]}
-    assert {"ingest.persist", "ingest.projection"} <= queues
+    assert {PERSIST_QUEUE, PROJECTION_QUEUE} <= queues
 
 
 def test_flower_refuses_requests_without_the_login(flower: Flower) -> None:

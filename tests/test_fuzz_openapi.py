@@ -187,6 +187,11 @@ def test_without_a_valid_key_every_operation_that_needs_one_answers_401(
         "POST /v1/batch",
         "GET /v1/events/{event_id}",
         *(f"POST /segment/v1/{call}" for call in SEGMENT_CALLS),
+        "GET /v1/schemas",
+        "GET /v1/schemas/{event_type}",
+        "PUT /v1/schemas/{event_type}",
+        "GET /v1/schemas/{event_type}/versions/{version}",
+        "DELETE /v1/schemas/{event_type}/versions/{version}",
     }
     headers = None if authorization is None else {"Authorization": authorization}
     answered: Counter[int] = Counter()

@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from ingest.config import Settings
+from ingest.contract import PERSIST_QUEUE, PROJECTION_QUEUE
 from ingest_cli.maintenance import migrate
 from models import dispose_engines
 from models.engines import sqlalchemy_url
@@ -226,7 +227,7 @@ def test_the_broker_user_reaches_its_own_vhost_only_and_administers_nothing(
 
     own = requests.get(f"http://{api}queues/{accounts.vhost}", auth=login, timeout=10)
     assert own.status_code == 200
-    assert {queue["name"] for queue in own.json()} >= {"ingest.persist", "ingest.projection"}
+    assert {queue["name"] for queue in own.json()} >= {PERSIST_QUEUE, PROJECTION_QUEUE}
     for method, path in (
         ("GET", "queues/%2F"),
         ("GET", "users"),

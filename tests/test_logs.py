@@ -9,6 +9,7 @@ from typing import Any
 import requests
 
 from ingest.config import Settings
+from ingest.contract import PERSIST_EVENT, PROJECT_TO_MYSQL
 from tasks.celery import create_celery
 from testlib.api import API_KEY, AUTH, event
 from testlib.data import projected_count
@@ -53,11 +54,11 @@ def test_request_and_task_lines_carry_the_request_id_and_never_the_payload_or_ke
         assert answer.headers["X-Request-ID"] == request_id
         wait_until(lambda: projected_count(pipeline) == 1, what="the event in MySQL")
         persisted = wait_until(
-            lambda: task_line(persist, "ingest.persist_event", request_id),
+            lambda: task_line(persist, PERSIST_EVENT, request_id),
             what="the persist task's log line",
         )
         projected = wait_until(
-            lambda: task_line(projector, "ingest.project_to_mysql", request_id),
+            lambda: task_line(projector, PROJECT_TO_MYSQL, request_id),
             what="the projection task's log line",
         )
         api_output = api.output()
@@ -75,7 +76,7 @@ def test_request_and_task_lines_carry_the_request_id_and_never_the_payload_or_ke
     assert request_line["event_ids"] == [sent["event_id"]]
     assert 0 < request_line["duration_ms"] < 10_000
 
-    for line, task in ((persisted, "ingest.persist_event"), (projected, "ingest.project_to_mysql")):
+    for line, task in ((persisted, PERSIST_EVENT), (projected, PROJECT_TO_MYSQL)):
         assert line["task"] == task
         assert line["event_ids"] == [sent["event_id"]]
         assert line["outcome"] == "success"
@@ -106,14 +107,14 @@ def test_a_failing_task_logs_its_failure_without_the_payload(
     celery = create_celery(pipeline)
     with celery.connection_for_write() as connection:
         celery.send_task(
-            "ingest.persist_event",
+            PERSIST_EVENT,
             args=[poison],
             headers={"request_id": request_id},
             connection=connection,
         )
 
     failed = wait_until(
-        lambda: task_line(persist, "ingest.persist_event", request_id),
+        lambda: task_line(persist, PERSIST_EVENT, request_id),
         what="the failed task's log line",
     )
     assert failed["outcome"] == "failure"

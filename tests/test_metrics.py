@@ -20,7 +20,15 @@ from kombu import Connection, Producer
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.config import Settings
-from ingest.contract import DEAD_LETTER_EXCHANGE, DEAD_QUEUE_DECLARATION
+from ingest.contract import (
+    DEAD_LETTER_EXCHANGE,
+    DEAD_QUEUE_DECLARATION,
+    PERSIST_EVENT,
+    PERSIST_EVENTS,
+    PERSIST_QUEUE,
+    PROJECT_TO_MYSQL,
+    PROJECTION_QUEUE,
+)
 from ingest_api.app import create_app
 from ingest_api.metrics import PAGE_MAX_AGE
 from models import engine_for
@@ -172,7 +180,7 @@ def test_pipeline_figures_are_read_from_the_databases_and_the_broker(
         Producer(connection).publish(
             {"poison": True},
             exchange=DEAD_LETTER_EXCHANGE,
-            routing_key="ingest.persist",
+            routing_key=PERSIST_QUEUE,
             declare=[DEAD_QUEUE_DECLARATION],
         )
 
@@ -261,14 +269,14 @@ def test_workers_serve_task_outcomes(clean: Settings, private_vhost: Settings) -
     # The run's emptied databases behind a vhost that only this test's workers consume.
     persist_port, projector_port = free_port(), free_port()
     persist = Worker(
-        private_vhost, "ingest.persist", "persist", INGEST_WORKER_METRICS_PORT=str(persist_port)
+        private_vhost, PERSIST_QUEUE, "persist", INGEST_WORKER_METRICS_PORT=str(persist_port)
     )
     projector = None
     app = create_app(private_vhost)
     try:
         projector = Worker(
             private_vhost,
-            "ingest.projection",
+            PROJECTION_QUEUE,
             "projector",
             INGEST_WORKER_METRICS_PORT=str(projector_port),
         )
@@ -288,15 +296,15 @@ def test_workers_serve_task_outcomes(clean: Settings, private_vhost: Settings) -
                 lambda: tasks(persist_port),
                 "ingest_tasks_total",
                 1,
-                task="ingest.persist_events",
+                task=PERSIST_EVENTS,
                 outcome="success",
             ),
             what="the batch task in the persist worker's metrics",
         )
-        single = {"task": "ingest.persist_event"}
+        single = {"task": PERSIST_EVENT}
         assert value(persisted, "ingest_tasks_total", **single, outcome="success") == 3
         assert value(persisted, "ingest_task_duration_seconds_count", **single) == 3
-        projection = {"task": "ingest.project_to_mysql"}
+        projection = {"task": PROJECT_TO_MYSQL}
         # The persist worker gathers the ids of tasks that end close together into one
         # projection: 1 to 4 projections for these 4 messages.
         projected = wait_until(

@@ -81,10 +81,17 @@ def test_the_description_comes_from_the_marshmallow_schemas(
     assert {name: (s["type"], s["scheme"]) for name, s in schemes.items()} == {
         "writeKey": ("http", "bearer"),
         "readKey": ("http", "bearer"),
+        "adminKey": ("http", "bearer"),
         "segmentBasic": ("http", "basic"),
     }
     assert "INGEST_API_KEYS" in schemes["writeKey"]["description"]
     assert "INGEST_READ_KEYS" in schemes["readKey"]["description"]
+    assert "INGEST_ADMIN_KEYS" in schemes["adminKey"]["description"]
+    for path, operations in description["paths"].items():
+        if path.startswith("/v1/schemas"):
+            for operation in operations.values():
+                assert operation["security"] == [{"adminKey": []}], path
+                assert "403" in operation["responses"], path
     # Sending needs a write key, reading a read key; each answers 403 to the other one.
     assert description["security"] == [{"writeKey": []}]
     for path in ("/v1/events/{event_id}", "/openapi.json"):

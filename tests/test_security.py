@@ -1,8 +1,8 @@
 """Who may call what, which secrets each process needs, and clients that stall mid-request.
 
 Every route of the app but the probes (/healthz, /readyz, /metrics) and the static docs page
-answers 401 without a valid key, and 403 to a valid key of the wrong scope: reads (GET, HEAD)
-need a read key, everything else a write key. The routes are read from the app's url_map, so a
+answers 401 without a valid key, and 403 to a valid key of the wrong scope: /v1/schemas needs
+an admin key, other reads (GET, HEAD) a read key, everything else a write key. The routes are read from the app's url_map, so a
 new one is covered as soon as it exists.
 The API and `ingest up` refuse to start without their secrets, no secret has a default in the
 code, and a client that stops sending, or trickles its headers, is cut at the server's deadline
@@ -42,7 +42,16 @@ from werkzeug.routing import Rule
 
 from ingest.config import ConfigError, Settings
 from ingest_api.app import create_app
-from testlib.api import API_KEY, AUTH, READ_AUTH, READ_KEY, event, queued_messages, unconsumed_api
+from testlib.api import (
+    ADMIN_AUTH,
+    API_KEY,
+    AUTH,
+    READ_AUTH,
+    READ_KEY,
+    event,
+    queued_messages,
+    unconsumed_api,
+)
 from testlib.processes import ROOT, VENV_BIN, HttpService, service_env
 from testlib.servers import isolated_vhost
 from testlib.wait import free_port
@@ -54,7 +63,19 @@ PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 # /openapi.json, which needs it like every other route.
 STATIC_DOCS = frozenset({"/docs", "/docs/<asset>"})
 # A value for each variable in a route's URL: a route with a new variable must add one here.
-URL_VALUES = {"event_id": "order-1", "asset": "swagger-ui.css"}
+URL_VALUES = {
+    "event_id": "order-1",
+    "asset": "swagger-ui.css",
+    "event_type": "order.paid",
+    "version": "1",
+}
+# The key of each scope, and the variable that lists such keys.
+SCOPE_KEYS = {"write": AUTH, "read": READ_AUTH, "admin": ADMIN_AUTH}
+SCOPE_VARIABLES = {
+    "write": "INGEST_API_KEYS",
+    "read": "INGEST_READ_KEYS",
+    "admin": "INGEST_ADMIN_KEYS",
+}
 WRONG_KEYS = [
     None,
     "Bearer not-the-key",
@@ -113,9 +134,15 @@ def url_of(rule: Rule) -> str:
     return built[1]
 
 
-def key_for(method: str) -> dict[str, str]:
-    """The key of a method's scope: reads need a read key, the rest a write key."""
-    return READ_AUTH if method in ("GET", "HEAD") else AUTH
+def scope_of(rule: Rule, method: str) -> str:
+    """The scope a route needs: schemas an admin key, reads a read key, the rest a write key."""
+    if rule.rule.startswith("/v1/schemas"):
+        return "admin"
+    return "read" if method in ("GET", "HEAD") else "write"
+
+
+def key_for(rule: Rule, method: str) -> dict[str, str]:
+    return SCOPE_KEYS[scope_of(rule, method)]
 
 
 def keyed_routes(client: FlaskClient) -> list[tuple[Rule, str]]:
@@ -159,36 +186,39 @@ def test_every_route_but_the_probes_and_docs_answers_401_without_a_valid_key(
     # The key is what was missing: with it, each request gets past the check (a malformed
     # body, so that nothing is published).
     for rule, method in routes:
-        headers = {**JSON, **key_for(method)}
+        headers = {**JSON, **key_for(rule, method)}
         response = walled.open(url_of(rule), method=method, data=b"{", headers=headers)
         assert response.status_code not in (401, 403), f"{method} {rule.rule}"
 
 
 def test_a_write_key_reads_nothing_and_a_read_key_sends_nothing(walled: FlaskClient) -> None:
-    """Both ways, on every keyed route: the other scope's valid key gets a 403 that names the
-    key needed, and nothing is published."""
+    """Every way, on every keyed route: each other scope's valid key (write, read, admin) gets
+    a 403 that names the key needed, and nothing is published."""
     accepted_with_key = json.dumps(event("security-scope")).encode()
-    refused_reads = 0
+    refused_reads = refused_schema_changes = 0
     for rule, method in keyed_routes(walled):
-        wrong = READ_AUTH if key_for(method) is AUTH else AUTH
+        needed = scope_of(rule, method)
         url = url_of(rule)
-        response = walled.open(
-            url, method=method, data=accepted_with_key, headers={**JSON, **wrong}
-        )
+        for scope, wrong in SCOPE_KEYS.items():
+            if scope == needed:
+                continue
+            response = walled.open(
+                url, method=method, data=accepted_with_key, headers={**JSON, **wrong}
+            )
 
-        context = f"{method} {url} with the {'read' if wrong is READ_AUTH else 'write'} key"
-        assert response.status_code == 403, context
-        assert response.mimetype == "application/problem+json", context
-        needed = "read" if wrong is AUTH else "write"
-        assert response.headers["WWW-Authenticate"] == (
-            f'Bearer realm="ingest", error="insufficient_scope", scope="{needed}"'
-        ), context
-        if method != "HEAD":
-            variable = "INGEST_READ_KEYS" if needed == "read" else "INGEST_API_KEYS"
-            assert variable in response.json["detail"], context
-        refused_reads += wrong is AUTH
+            context = f"{method} {url} with the {scope} key"
+            assert response.status_code == 403, context
+            assert response.mimetype == "application/problem+json", context
+            assert response.headers["WWW-Authenticate"] == (
+                f'Bearer realm="ingest", error="insufficient_scope", scope="{needed}"'
+            ), context
+            if method != "HEAD":
+                assert SCOPE_VARIABLES[needed] in response.json["detail"], context
+            refused_reads += needed == "read"
+            refused_schema_changes += needed == "admin" and method in ("PUT", "DELETE")
     assert refused_reads >= 4  # GET and HEAD of the event status and of /openapi.json
-    assert queued_messages(walled) == 0, "a read key's request was published"
+    assert refused_schema_changes >= 4  # PUT a schema, DELETE a version: write and read keys
+    assert queued_messages(walled) == 0, "a read or admin key's request was published"
 
 
 def test_read_keys_come_from_their_own_variable_and_are_never_shown() -> None:

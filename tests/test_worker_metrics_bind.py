@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from ingest.config import Settings
+from ingest.contract import PERSIST_QUEUE
 from testlib.processes import Worker
 from testlib.wait import free_port, wait_until
 
@@ -28,9 +29,7 @@ def test_worker_metrics_listen_on_loopback_unless_widened(
     settings: Settings, env: dict[str, str], expected: str
 ) -> None:
     port = free_port()
-    worker = Worker(
-        settings, "ingest.persist", "persist", INGEST_WORKER_METRICS_PORT=str(port), **env
-    )
+    worker = Worker(settings, PERSIST_QUEUE, "persist", INGEST_WORKER_METRICS_PORT=str(port), **env)
     try:
         addresses = wait_until(lambda: listening_on(port), what="the metrics server")
     finally:
