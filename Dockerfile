@@ -35,5 +35,5 @@ COPY alembic ./alembic
 # Numeric, so that a host or orchestrator can tell it is not root without reading /etc/passwd.
 USER 10001:10001
 EXPOSE 8000 5555
-# granian with ingest's defaults (ingest_api/server.py): 16 app threads per worker.
-CMD ["python", "-m", "ingest_api.server", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]
+# The API as `ingest serve` runs it everywhere: granian with ingest's defaults.
+CMD ["ingest", "serve", "--bind", "0.0.0.0:8000", "--workers", "2"]

@@ -44,10 +44,10 @@ def projector_argv(extra: tuple[str, ...] = ()) -> list[str]:
     return celery_argv("worker", "-Q", PROJECTION_QUEUE, "-n", "projector@%h", *extra)
 
 
-def beat_argv(extra: tuple[str, ...] = ()) -> list[str]:
-    # Beat remembers when each task last ran in this file, under ./var/.
-    BEAT_SCHEDULE.parent.mkdir(exist_ok=True)
-    return celery_argv("beat", "-s", str(BEAT_SCHEDULE), *extra)
+def beat_argv(extra: tuple[str, ...] = (), schedule: Path = BEAT_SCHEDULE) -> list[str]:
+    # Beat remembers when each task last ran in this file, under ./var/ by default.
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    return celery_argv("beat", "-s", str(schedule), *extra)
 
 
 def flower_argv(address: str, port: int, extra: tuple[str, ...] = ()) -> list[str]:
@@ -121,17 +121,24 @@ def projector_command(cli: CliContext, extra: tuple[str, ...]) -> None:
 
 
 @click.command("beat", context_settings=PASS_THROUGH)
+@click.option(
+    "--schedule",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=BEAT_SCHEDULE,
+    show_default=True,
+    help="File in which beat remembers when each task last ran.",
+)
 @extra_args
 @pass_cli
-def beat_command(cli: CliContext, extra: tuple[str, ...]) -> None:
+def beat_command(cli: CliContext, schedule: Path, extra: tuple[str, ...]) -> None:
     """Run celery beat (schedules the reconciler).
 
     Beat starts the reconciler every INGEST_RECONCILE_INTERVAL_SECONDS.
-    Runs `celery -A tasks beat -s var/celerybeat-schedule`; run exactly one beat per
-    deployment. Extra arguments go to celery.
+    Runs `celery -A tasks beat -s SCHEDULE`; run exactly one beat per deployment. Extra
+    arguments go to celery.
     """
     checked(cli.settings())
-    run(cli, beat_argv(extra))
+    run(cli, beat_argv(extra, schedule))
 
 
 @click.command("flower", context_settings=PASS_THROUGH)

@@ -34,6 +34,8 @@ from flower.command import is_flower_envvar
 from ingest.config import Settings
 from ingest.contract import PERSIST_QUEUE, PROJECTION_QUEUE, WORK_QUEUES
 from ingest_api.server import parse
+from ingest_cli import main as ingest_command
+from ingest_cli.services import beat_argv, flower_argv, projector_argv, serve_argv, worker_argv
 from testlib.processes import ROOT, VENV_BIN, service_env
 from testlib.wait import wait_until
 
@@ -70,9 +72,10 @@ NEEDS = {
     },
     "migrate": {"POSTGRES_URL", "MYSQL_URL"},
     "api": {
-        *URLS, "INGEST_API_KEYS", "INGEST_READ_KEYS", "INGEST_AUTH", "INGEST_MAX_EVENT_BYTES",
-        "INGEST_MAX_BATCH_EVENTS", "INGEST_MAX_BODY_BYTES", "INGEST_PUBLISH_TIMEOUT",
-        "INGEST_PUBLISHER_POOL_SIZE", "INGEST_CORS_ORIGINS",
+        *URLS, "INGEST_API_KEYS", "INGEST_READ_KEYS", "INGEST_ADMIN_KEYS", "INGEST_AUTH",
+        "INGEST_MAX_EVENT_BYTES", "INGEST_MAX_BATCH_EVENTS", "INGEST_MAX_BODY_BYTES",
+        "INGEST_PUBLISH_TIMEOUT", "INGEST_PUBLISHER_POOL_SIZE", "INGEST_CORS_ORIGINS",
+        "INGEST_SCHEMA_DEFAULT_MODE", "INGEST_SCHEMA_RELOAD_SECONDS",
     },
     "worker": {*URLS, *WORKER_TUNING},
     "projector": {
@@ -88,6 +91,14 @@ INSTALL = {
 }
 # `${NAME}`, `${NAME:?message}`, `$NAME`; `$$` is compose's escape for a literal `$`.
 INTERPOLATION = re.compile(r"(?<!\$)\$(?:\{([A-Za-z_]\w*)([^}]*)\}|([A-Za-z_]\w*))")
+# The `ingest` commands that start a process, and the function that builds what each one execs.
+PROCESS_ARGV = {
+    "serve": serve_argv,
+    "worker": worker_argv,
+    "projector": projector_argv,
+    "beat": beat_argv,
+    "flower": flower_argv,
+}
 
 
 def tool(name: str) -> str:
@@ -161,10 +172,21 @@ def run_env(service: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run(
+    command: list[str], env: dict[str, str], cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
     )
+
+
+def exec_argv(command: list[str]) -> list[str]:
+    """What `ingest NAME ...` replaces itself with: its options parsed by the command itself,
+    then given to the function that builds the process's command line."""
+    assert command[0] == "ingest" and command[1] in PROCESS_ARGV, command
+    name = command[1]
+    params = ingest_command.commands[name].make_context(name, list(command[2:])).params
+    return PROCESS_ARGV[name](**params)
 
 
 def option(command: list[str], *names: str) -> str:
@@ -225,29 +247,42 @@ def test_rabbitmq_has_the_management_plugin_and_quorum_queues(compose: dict[str,
     assert version >= (3, 8), "quorum queues need RabbitMQ 3.8 or newer"
 
 
-def test_celery_commands_load_the_app_with_the_options_they_pass(rendered: dict[str, Any]) -> None:
-    celery_services = {
-        name: service
-        for name, service in ingest_services(rendered).items()
-        if service["command"][0] == "celery"
+def test_each_process_starts_as_its_ingest_command(rendered: dict[str, Any]) -> None:
+    commands = {name: service["command"] for name, service in ingest_services(rendered).items()}
+    # The one-shot steps aside, each container runs the command that starts it anywhere.
+    assert {name: command[:2] for name, command in commands.items()} == {
+        "roles": ["ingest", "create-roles"],
+        "migrate": ["alembic", "upgrade"],
+        "api": ["ingest", "serve"],
+        "worker": ["ingest", "worker"],
+        "projector": ["ingest", "projector"],
+        "beat": ["ingest", "beat"],
+        "flower": ["ingest", "flower"],
     }
-    assert set(celery_services) == {"worker", "projector", "beat"}
-    for name, service in celery_services.items():
+
+
+def test_celery_commands_load_the_app_with_the_options_they_pass(
+    rendered: dict[str, Any], tmp_path: Path
+) -> None:
+    for name in ("worker", "projector", "beat"):
+        service = services(rendered)[name]
         command = service["command"]
-        assert option(command, "-A", "--app") == "tasks", name
-        # --help after the real arguments: click loads the app and rejects an unknown
-        # subcommand or option before it prints the help.
-        result = run([*command, "--help"], run_env(service))
+        assert option(exec_argv(command), "-A", "--app") == "tasks", name
+        # --help after the real arguments (`--` hands it to celery): click loads the app and
+        # rejects an unknown subcommand or option before it prints the help. No .env here, as
+        # in the container.
+        result = run([*command, "--", "--help"], run_env(service), cwd=tmp_path)
         assert result.returncode == 0, f"{name}: {shlex.join(command)}\n{result.stderr}"
+        assert f"celery {exec_argv(command)[5]}" in result.stdout, name
 
 
 def test_the_workers_consume_every_queue_of_the_topology(compose: dict[str, Any]) -> None:
     declared = {queue.name for queue in WORK_QUEUES}
     consumed: dict[str, str] = {}
     for name in ("worker", "projector"):
-        command = services(compose)[name]["command"]
-        assert command[:4] == ["celery", "-A", "tasks", "worker"], name
-        for queue in option(command, "-Q", "--queues").split(","):
+        argv = exec_argv(services(compose)[name]["command"])
+        assert argv[1:6] == ["-m", "celery", "-A", "tasks", "worker"], name
+        for queue in option(argv, "-Q", "--queues").split(","):
             assert queue in declared, f"{name} consumes {queue}, which ingest/contract.py lacks"
             consumed[queue] = name
     assert set(consumed) == declared
@@ -261,22 +296,26 @@ def test_celery_healthchecks_ping_the_node_their_service_runs(compose: dict[str,
         service = services(compose)[name]
         healthcheck = shlex.split(shell_healthcheck(service))
         assert healthcheck[:5] == ["celery", "-A", "tasks", "inspect", "ping"], name
-        node = option(service["command"], "-n", "--hostname")
+        node = option(exec_argv(service["command"]), "-n", "--hostname")
         assert option(healthcheck, "-d", "--destination") == node.replace("%h", "$HOSTNAME")
-    assert "--enable-remote-control" in services(compose)["beat"]["command"], (
+    assert "--enable-remote-control" in exec_argv(services(compose)["beat"]["command"]), (
         "beat answers `inspect ping` only with remote control on"
     )
 
 
-def test_api_command_runs_the_api_server_on_the_published_port(rendered: dict[str, Any]) -> None:
+def test_api_command_runs_the_api_server_on_the_published_port(
+    rendered: dict[str, Any], tmp_path: Path
+) -> None:
     api = services(rendered)["api"]
     command = api["command"]
-    assert command[:3] == ["python", "-m", "ingest_api.server"]
+    argv = exec_argv(command)
+    assert argv[1:3] == ["-m", parse.__module__]
     # Parsed as the server parses it: an option that granian does not know fails here.
-    threads, server = parse(command[3:])
+    threads, server = parse(argv[3:])
     assert threads >= 1
     assert server.params["host"] == "0.0.0.0"
-    result = run([*command, "--version"], run_env(api))  # the settings are checked first
+    # The settings are checked first, with no .env to fill what compose leaves out.
+    result = run([*command, "--", "--version"], run_env(api), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 
     port = server.params["port"]
@@ -557,7 +596,7 @@ def started(command: list[str], env: dict[str, str], log: Path) -> Iterator[None
     with log.open("wb") as output:
         process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=log.parent,  # the test's own directory: no .env, as in the container
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,
