@@ -2,8 +2,8 @@
 
 Every route of the app but the probes (/healthz, /readyz, /metrics) and the static docs page
 answers 401 without a valid key, and 403 to a valid key of the wrong scope: /v1/schemas needs
-an admin key, other reads (GET, HEAD) a read key, everything else a write key. The routes are read from the app's url_map, so a
-new one is covered as soon as it exists.
+an admin key, other reads (GET, HEAD) a read key, everything else a write key. The routes are
+read from the app's url_map, so a new one is covered as soon as it exists.
 The API and `ingest up` refuse to start without their secrets, no secret has a default in the
 code, and a client that stops sending, or trickles its headers, is cut at the server's deadline
 without holding anyone up.
