@@ -134,9 +134,7 @@ def register_json_codec() -> None:
 def create_celery(settings: Settings | None = None) -> IngestCelery:
     """A Celery app for `settings`, or for the environment when it is first configured."""
     register_json_codec()
-    return IngestCelery(
-        settings, include=["tasks.persist", "tasks.projection", "tasks.task_log"]
-    )
+    return IngestCelery(settings, include=["tasks.persist", "tasks.projection", "tasks.task_log"])
 
 
 app = create_celery()
