@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 from flask import Flask
@@ -25,25 +24,13 @@ from testlib.faults import (
     wait_until_stored,
 )
 from testlib.poison import persist_as_sent, refusals, too_deep_for_mariadb
-from testlib.private_servers import MariaDBServer, RabbitNode, private_mariadb, private_rabbitmq
+from testlib.private_servers import MariaDBServer, RabbitNode
 from testlib.processes import running_beat, running_worker, running_workers
 from testlib.wait import wait_until
 
 pytestmark = pytest.mark.slow
 
 REFUSE_PUBLISHES = json.dumps({"max-length": 0, "overflow": "reject-publish"})
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[RabbitNode]:
-    with private_rabbitmq() as node:
-        yield node
-
-
-@pytest.fixture(scope="module")
-def mariadb() -> Iterator[MariaDBServer]:
-    with private_mariadb() as server:
-        yield server
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from testlib.faults import (
     wait_until_projected,
     wait_until_stored,
 )
-from testlib.private_servers import PostgresServer, RabbitNode, private_postgres, private_rabbitmq
+from testlib.private_servers import PostgresServer, RabbitNode, private_rabbitmq
 from testlib.processes import running_beat, running_workers
 from testlib.servers import admin_sql
 from testlib.wait import wait_until
@@ -37,12 +37,6 @@ pytestmark = pytest.mark.slow
 OUTAGE_SECONDS = 60
 # Celery's default max_retries: a task retried more often than this has no small cap.
 CELERY_DEFAULT_MAX_RETRIES = 3
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    with private_postgres() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +20,7 @@ from tasks.projection import RECONCILE_LOCK
 from testlib.api import event
 from testlib.data import dead_letters, projected_count, reset, scalar
 from testlib.faults import wait_until_projected
-from testlib.private_servers import MariaDBServer, private_mariadb
+from testlib.private_servers import MariaDBServer
 from testlib.processes import Worker, running_beat
 from testlib.wait import wait_until
 
@@ -31,12 +30,6 @@ EVENTS = 4000
 # Small chunks: a run goes on chunk after chunk for its whole budget (the beat interval).
 CHUNK_SIZE = 20
 HELD_SECONDS = 18
-
-
-@pytest.fixture(scope="module")
-def mariadb() -> Iterator[MariaDBServer]:
-    with private_mariadb() as server:
-        yield server
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ mid-run, and a delay longer than its consumer_timeout."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from flask.testing import FlaskClient
@@ -36,20 +35,6 @@ PUBLISH_TIMEOUT = Settings.publish_timeout
 # Scheduling noise on a shared 2-core machine, on top of the publish timeout.
 SLACK = 1.0
 CONSUMER_TIMEOUT_MS = 5000
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[RabbitNode]:
-    with private_rabbitmq() as node:
-        yield node
-
-
-@pytest.fixture
-def faulty(settings: Settings, broker: RabbitNode) -> Settings:
-    """The run's databases, the private broker, everything empty."""
-    ours = settings.replace(broker_url=broker.url)
-    reset(ours)
-    return ours
 
 
 def test_with_the_broker_stopped_posts_answer_503_in_time_and_readyz_is_503(

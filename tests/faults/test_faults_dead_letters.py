@@ -30,18 +30,12 @@ from testlib.api import AUTH, event
 from testlib.commands import invoke
 from testlib.data import dead_letters, publish_raw, reset, stored_ids
 from testlib.faults import api, event_held, lock_waiters, process_on_port
-from testlib.private_servers import RabbitNode, private_rabbitmq
+from testlib.private_servers import RabbitNode
 from testlib.processes import Worker
 from testlib.servers import admin_sql
 from testlib.wait import wait_until
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[RabbitNode]:
-    with private_rabbitmq() as node:
-        yield node
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from ingest.config import Settings
 from ingest.contract import PERSIST_QUEUE, PROJECTION_QUEUE
 from models import engine_for
 from testlib.api import AUTH, event
-from testlib.data import dead_letters, reset, rows, stored_count
+from testlib.data import dead_letters, rows, stored_count
 from testlib.faults import (
     Traffic,
     api,
@@ -27,25 +27,11 @@ from testlib.faults import (
     wait_until_projected,
     wait_until_stored,
 )
-from testlib.private_servers import RabbitNode, private_rabbitmq
+from testlib.private_servers import RabbitNode
 from testlib.processes import Worker, running_worker, running_workers
 from testlib.wait import wait_until
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[RabbitNode]:
-    with private_rabbitmq() as node:
-        yield node
-
-
-@pytest.fixture
-def faulty(settings: Settings, broker: RabbitNode) -> Settings:
-    """The run's databases, a private broker, everything empty."""
-    ours = settings.replace(broker_url=broker.url)
-    reset(ours)
-    return ours
 
 
 def test_kill_9_of_a_pool_child_mid_task_loses_nothing(faulty: Settings) -> None:
