@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.config import ConfigError, Settings
+from ingest.config import ConfigError, Settings, redact_url
 
 
 def test_values_are_read_by_their_kind() -> None:
@@ -88,3 +88,35 @@ def test_redacted_hides_passwords_keys_and_the_flower_login() -> None:
     # Everything else as it is.
     assert shown["max_event_bytes"] == settings.max_event_bytes
     assert set(shown) == set(Settings.__dataclass_fields__)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("amqp://guest:guest@localhost:5672//", "amqp://guest:***@localhost:5672//"),
+        # The user and the password alike: only the password goes.
+        ("amqp://ingest:ingest@mq//", "amqp://ingest:***@mq//"),
+        ("mysql://u:p%40ss:w@db/events", "mysql://u:***@db/events"),
+        ("amqp://u:@mq//", "amqp://u:***@mq//"),
+        (
+            "postgresql://u:secret@[::1]:5432/events?sslmode=require",
+            "postgresql://u:***@[::1]:5432/events?sslmode=require",
+        ),
+        ("amqp://u:s1@mq1//;amqp://mq2//", "amqp://u:***@mq1//;amqp://mq2//"),
+        ("postgresql://postgres@127.0.0.1/events", "postgresql://postgres@127.0.0.1/events"),
+        ("", ""),
+        (None, None),
+    ],
+)
+def test_redact_url_hides_the_password_and_nothing_else(url: str | None, shown: str | None) -> None:
+    assert redact_url(url) == shown
+
+
+def test_the_api_refuses_to_start_without_a_key_unless_auth_is_off() -> None:
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({}).check_api()
+    assert str(refused.value) == (
+        "INGEST_API_KEYS is empty: set at least one key, or INGEST_AUTH=off"
+    )
+    Settings.from_env({"INGEST_AUTH": "off"}).check_api()
+    Settings.from_env({"INGEST_API_KEYS": "k"}).check_api()
