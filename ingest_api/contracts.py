@@ -139,20 +139,22 @@ def put_schemas(event_type: str) -> tuple[dict[str, Any], int]:
     return found.as_dict(), 201 if added else 200
 
 
-@contracts.get("/<path:event_type>/versions/<int:version>")
-def get_version(event_type: str, version: int) -> dict[str, Any]:
-    found = schema_version(settings().postgres_url, checked_type(event_type), version)
+@contracts.get("/<path:event_type>/versions/<version>")
+def get_version(event_type: str, version: str) -> dict[str, Any]:
+    found = schema_version(
+        settings().postgres_url, checked_type(event_type), version_number(version)
+    )
     if found is None:
         raise Problem(404, f"{event_type!r} has no schema version {version}.")
     return found.as_dict()
 
 
-@contracts.delete("/<path:event_type>/versions/<int:version>")
-def retire(event_type: str, version: int) -> dict[str, Any]:
+@contracts.delete("/<path:event_type>/versions/<version>")
+def retire(event_type: str, version: str) -> dict[str, Any]:
     """Retire a version (it stays readable, and is never deleted)."""
     try:
         retired = retire_version(
-            settings().postgres_url, checked_type(event_type), version, actor()
+            settings().postgres_url, checked_type(event_type), version_number(version), actor()
         )
     except RegistryError as exc:
         raise Problem(404, str(exc)) from None
@@ -164,6 +166,13 @@ def checked_type(event_type: str) -> str:
     if not 1 <= len(event_type) <= MAX_EVENT_TYPE or "\x00" in event_type:
         raise Problem(404, "An event_type is 1 to 128 characters, none of them NUL.")
     return event_type
+
+
+def version_number(version: str) -> int:
+    """A version in a URL: digits only (the route takes any text, so no method is refused)."""
+    if not (version.isascii() and version.isdigit()) or len(version) > 9:
+        raise Problem(404, f"No schema version {version!r}: versions are numbered 1, 2, ...")
+    return int(version)
 
 
 def actor() -> str:
