@@ -9,7 +9,8 @@ ingest uses: ingest.event_schemas), jsonschema (pure Python, draft 2020-12) and 
 (Python code generated from the schema; drafts 4 to 7 only, and its `pattern` runs on
 Python's backtracking `re`), when it is installed.
 
-scripts/benchmark.py registers ORDER_SCHEMA, enforced, for every event type it sends.
+scripts/benchmark.py registers ORDER_SCHEMA, enforced, for every event type it sends (unless
+run with --no-schemas).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 from loadgen import EVENT_TYPES, make_event, segment_message
 
 from ingest.event_schemas import compile_schema
+from models.schema_registry import add_version
 
 # An order as scripts/loadgen.py makes it: every field required, nothing else allowed.
 ORDER = {
@@ -93,6 +95,12 @@ ORDER_SCHEMA_DRAFT_7 = {
 ORDER_SCHEMA_DRAFT_7["then"] = copy.deepcopy(ORDER_SCHEMA["then"])
 ORDER_SCHEMA_DRAFT_7["then"]["properties"]["properties"] = {"$ref": "#/definitions/order"}
 ORDER_SCHEMA_DRAFT_7["else"] = {"$ref": "#/definitions/order"}
+
+
+def enforce_order_schema(postgres_url: str) -> None:
+    """Register ORDER_SCHEMA, enforced, for every event type the benchmark sends."""
+    for event_type in EVENT_TYPES:
+        add_version(postgres_url, event_type, ORDER_SCHEMA, "scripts/benchmark.py", "enforce")
 
 
 def broken(payload: dict[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,9 @@ from bench_cpu import CpuMeter
 from bench_limits import measure_limits
 from bench_report import Options, Results, report
 from bench_scenarios import measure_service
+from bench_schemas import enforce_order_schema
 from bench_stack import BenchError, BenchStack, RssSampler
+from loadgen import EVENT_TYPES
 
 from testlib.processes import ROOT
 from testlib.servers import SharedServers
@@ -73,6 +75,17 @@ def context_lines(stack: BenchStack) -> dict[str, str]:
         "software": f"PostgreSQL {postgres.split()[0]}, MariaDB {mariadb.split('-')[0]}, "
         f"RabbitMQ {rabbitmq}, Python {platform.python_version()}; {dependency_versions()}",
         "code": f"commit {commit}{' with uncommitted changes' if changed else ''}",
+    }
+
+
+def data_contracts(stack: BenchStack, off: bool) -> dict[str, str]:
+    """Enforce ORDER_SCHEMA for every event type sent, unless `off`; say which."""
+    if off:
+        return {"data contracts": "none (--no-schemas): no event is checked against a schema"}
+    enforce_order_schema(stack.postgres_url)
+    return {
+        "data contracts": f"every event type sent ({', '.join(EVENT_TYPES)}) enforced against "
+        "ORDER_SCHEMA of scripts/bench_schemas.py"
     }
 
 
@@ -131,6 +144,12 @@ def parse_options(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespa
         help="RabbitMQ user:password@host:port; the vhost is the benchmark's own",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the services' log files")
+    parser.add_argument(
+        "--no-schemas",
+        action="store_true",
+        help="check no event against a schema (by default every event type sent has "
+        "scripts/bench_schemas.py's ORDER_SCHEMA enforced), to see what checking costs",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     options = Options(
@@ -181,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps: list[tuple[str, Callable[[], None]]] = [
         ("set-up", stack.create),
         ("context", lambda: results.context.update(context_lines(stack))),
+        ("data contracts", lambda: results.context.update(data_contracts(stack, args.no_schemas))),
         ("machine limits", lambda: measure_limits(stack, meter, options, results)),
         ("service", lambda: measure_service(stack, sampler, meter, options, results)),
     ]
