@@ -233,6 +233,8 @@ class LiveRegistry:
         self._registry: Registry | None = None
         self._owner_pid = 0
         self._lock = threading.Lock()
+        # Logged once when reading starts failing, and once when it works again.
+        self._unreadable = False
 
     def current(self) -> Registry:
         registry = self._registry
@@ -266,9 +268,14 @@ class LiveRegistry:
                 return previous
             registry = load_registry(url, mode, previous)
         except Exception as exc:  # noqa: BLE001 - events keep flowing on the last registry
-            logger.warning("The schema registry could not be read: %s", exc)
+            if not self._unreadable:
+                logger.warning("The schema registry cannot be read; keeping the last: %s", exc)
+                self._unreadable = True
             # Nothing read yet: check nothing rather than refuse every event for want of it.
             return previous or Registry(generation=-1, default_mode=OFF)
+        if self._unreadable:
+            logger.info("The schema registry can be read again")
+            self._unreadable = False
         if previous is None or registry.generation != previous.generation:
             logger.info(
                 "Schema registry loaded",
