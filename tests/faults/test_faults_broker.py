@@ -159,7 +159,9 @@ def test_a_delay_longer_than_the_consumer_timeout_leaves_the_worker_running(
             sent_at = time.monotonic()
             celery.send_task(
                 PERSIST_EVENT,
-                args=[message_event(EventSchema().load(event("delayed")), utc_now().isoformat())],
+                args=[
+                    message_event(EventSchema().load(event("delayed")), utc_now().isoformat(), None)
+                ],
                 countdown=delay,
             )
             celery.close()

@@ -77,7 +77,7 @@ def failing_task(settings: Settings) -> None:
         celery.send_task(
             PERSIST_EVENT,
             args=[
-                message_event(EventSchema().load(event("x")), utc_now().isoformat())
+                message_event(EventSchema().load(event("x")), utc_now().isoformat(), None)
                 | {"event_id": "x" * 200}
             ],
             task_id="poison-fails",
