@@ -151,12 +151,12 @@ def check_bounds(document: Any) -> None:
     """Raise SchemaRefused unless the schema is within every bound this module names."""
     if not isinstance(document, (dict, bool)):
         raise SchemaRefused("A schema is a JSON object (or true or false).")
+    _check_depth(document)  # first: the rest walks the document recursively
     size = len(canonical_json(document).encode())
     if size > MAX_SCHEMA_BYTES:
         raise SchemaRefused(
             f"The schema is {size} bytes as compact JSON, over the limit of {MAX_SCHEMA_BYTES}."
         )
-    _check_depth(document)
     if isinstance(document, dict):
         declared = document.get("$schema", DRAFT_2020_12)
         if not isinstance(declared, str) or declared.rstrip("#") != DRAFT_2020_12:

@@ -64,7 +64,7 @@ def nested(levels: int) -> dict[str, Any]:
 
 HOSTILE = {
     "huge": ({"enum": list(range(60_000))}, f"over the limit of {MAX_SCHEMA_BYTES}"),
-    "deeply nested": (nested(200), "nested deeper than 64 levels"),
+    "deeply nested": (nested(5_000), "nested deeper than 64 levels"),
     "a $ref to itself": ({"$ref": "#"}, "a loop that never ends"),
     "a $ref cycle": (
         {"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"},
