@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = ROOT / "scripts" / "bootstrap"
 SERVERS = ["postgresql", "mariadb-server", "rabbitmq-server"]
 BUILD_PACKAGES = [
