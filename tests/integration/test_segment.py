@@ -24,6 +24,7 @@ from testlib.api import API_KEY
 from testlib.data import projected_count, rows, stored_count
 from testlib.processes import VENV_BIN, ApiServer, running_api, service_env
 from testlib.segment_sdks import NODE, RUDDER, SDKS, SEGMENT_240, Sdk, install_sdks
+from testlib.servers import rabbitmqctl
 from testlib.wait import wait_until
 
 JSON = {"Content-Type": "application/json"}
@@ -244,7 +245,3 @@ def publish_failures(server: ApiServer) -> float:
     metrics = requests.get(f"{server.url}/metrics", timeout=10).text
     found = re.search(r"^ingest_publish_failures_total (\S+)$", metrics, re.MULTILINE)
     return float(found[1]) if found else 0.0
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60, check=True)
