@@ -38,6 +38,10 @@ MAX_PAYLOAD_KEY_BYTES = 65_535
 MAX_STORED_PAYLOAD_BYTES = 4 * 1024 * 1024
 # A key this long or shorter has at most MAX_PAYLOAD_KEY_BYTES bytes in UTF-8, uncounted.
 SHORT_KEY_CHARS = MAX_PAYLOAD_KEY_BYTES // 4
+# A payload this short in compact JSON holds no key over MAX_PAYLOAD_KEY_BYTES, and stays under
+# MAX_STORED_PAYLOAD_BYTES as PostgreSQL writes it out: a space per : and , at most doubles
+# it, and each double (3 or more characters) grows to at most 330 digits, about 110 times.
+PLAIN_PAYLOAD_BYTES = min(MAX_PAYLOAD_KEY_BYTES, MAX_STORED_PAYLOAD_BYTES // 128)
 # Unknown fields named one by one in `errors`; past these, the rest are only counted.
 MAX_NAMED_UNKNOWN_FIELDS = 10
 # A schema version a client pins: the registry numbers them from 1 in an integer column.
@@ -151,13 +155,22 @@ DEPTH_ERROR = (
 
 def check_payload(payload: dict[str, Any]) -> None:
     """What both PostgreSQL's jsonb and MySQL's JSON hold: no NUL character (jsonb), bounded
-    depth, integers, keys and size (MySQL). Walks without recursion, and measures the payload
-    as PostgreSQL will write it out on the way: orjson's compact text (strings escaped alike),
-    plus the space PostgreSQL puts after each : and ,, plus every double written out in full."""
+    depth, integers, keys and size (MySQL). A short, shallow payload passes on its compact
+    JSON alone; any other is walked value by value."""
     try:
-        compact = len(orjson.dumps(payload))
+        text = orjson.dumps(payload)
     except TypeError:  # an integer past 64 bits, which orjson refuses: measured one by one
-        compact = None
+        walk_payload(payload, compact=None)
+    else:
+        if not is_plainly_within_limits(text):
+            walk_payload(payload, compact=len(text))
+
+
+def walk_payload(payload: dict[str, Any], compact: int | None) -> None:
+    """check_payload's rules, value by value, without recursion. Measures the payload as
+    PostgreSQL will write it out on the way: orjson's compact text (`compact` bytes, None if
+    orjson refused it; strings escaped alike), plus the space PostgreSQL puts after each : and
+    ,, plus every double written out in full."""
     stored_bytes = compact or 0
     stack: list[tuple[Any, int]] = [(payload, 1)]
     while stack:
@@ -211,6 +224,18 @@ def check_payload(payload: dict[str, Any]) -> None:
             f"out in full, a space after each : and ,), over the limit of "
             f"{MAX_STORED_PAYLOAD_BYTES} bytes that goes to MySQL in one statement."
         )
+
+
+def is_plainly_within_limits(text: bytes) -> bool:
+    """Whether a payload's compact JSON, as orjson wrote it (so every integer within 64 bits),
+    is short, has no more `{` and `[` than the depth limit and no escaped NUL: then no rule of
+    check_payload can fail and the walk is skipped. Brackets or `\\u0000` inside strings only
+    send a payload on to the walk."""
+    return (
+        len(text) <= PLAIN_PAYLOAD_BYTES
+        and text.count(b"{") + text.count(b"[") <= MAX_PAYLOAD_DEPTH
+        and b"\\u0000" not in text
+    )
 
 
 def stored_number_bytes(value: float) -> int:
