@@ -1,42 +1,27 @@
-"""Data contracts over HTTP: `/v1/schemas` (admin keys), and each event checked against its type's
-schema on the way in.
-
-Each API process keeps the registry compiled in memory (models.schema_registry.Registry) and a
-thread of its own looks every INGEST_SCHEMA_RELOAD_SECONDS whether its generation moved: a
-version added or retired, or a mode changed, reaches every process within that time, with no
-restart, and no request waits for the database to do it. Only the first requests of a process
-wait for the first read.
-"""
+"""Data contracts over HTTP: `/v1/schemas`, where admin keys read and change each event type's
+JSON Schema versions and mode (ingest_api.contract_check applies them to events)."""
 
 from __future__ import annotations
 
 import hmac
 import logging
-import os
-import threading
-import time
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, request
 from marshmallow import ValidationError, fields, validate, validates_schema
-from prometheus_client import Counter
 
 from ingest.config import Settings
 from ingest.event_schemas import SchemaRefused
 from ingest_api.auth import ADMIN, require_key
 from ingest_api.body import json_body
+from ingest_api.contract_check import LiveRegistry
 from ingest_api.errors import Problem
 from ingest_api.schemas import StrictSchema
 from models.contracts import MODES
 from models.schema_registry import (
-    OFF,
-    Registry,
     RegistryError,
-    Verdict,
     add_version,
     list_types,
-    load_registry,
-    registry_generation,
     retire_version,
     schema_version,
     set_mode,
@@ -45,13 +30,6 @@ from models.schema_registry import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VIOLATIONS = Counter(
-    "ingest_schema_violations",
-    "Events that broke their type's schema, by event type (a type without an active schema is "
-    "'unregistered') and mode: warn (accepted, recorded) or enforce (refused).",
-    ["event_type", "mode"],
-)
-UNREGISTERED = "unregistered"
 MAX_EVENT_TYPE = 128
 
 contracts = Blueprint("contracts", __name__, url_prefix="/v1/schemas")
@@ -183,105 +161,6 @@ def actor() -> str:
         if hmac.compare_digest(offered, key.encode()):
             return f"INGEST_ADMIN_KEYS #{number}"
     return "HTTP, INGEST_AUTH=off"
-
-
-def check_event(event: dict[str, Any]) -> Verdict | None:
-    """The verdict of the event's contract, counted when it broke something; None when its
-    type is not checked."""
-    registry: Registry = current_app.extensions["ingest.contracts"].current()
-    event_type = event["event_type"]
-    verdict = registry.check(event_type, event["payload"], event.get("schema_version"))
-    if verdict is not None and verdict.violations:
-        label = event_type if event_type in registry.contracts else UNREGISTERED
-        SCHEMA_VIOLATIONS.labels(label, verdict.mode).inc()
-    return verdict
-
-
-def recorded(verdict: Verdict | None) -> dict[str, Any]:
-    """The contract fields of an accepted event, stored with it and said in its answer."""
-    return {} if verdict is None else verdict.recorded()
-
-
-def refused(verdict: Verdict) -> dict[str, Any]:
-    """Why an event that breaks its enforced contract is refused: `errors` maps the JSON pointer
-    of each failing value to the rules it broke; `violations` says the same, one by one."""
-    return {
-        "errors": verdict.errors(),
-        "violations": [violation.as_dict() for violation in verdict.violations],
-        "schema_version": verdict.version,
-    }
-
-
-def refusal(verdict: Verdict) -> Problem:
-    """The 422 of an event that breaks its enforced contract."""
-    version = f"version {verdict.version} of " if verdict.version is not None else ""
-    return Problem(
-        422,
-        f"The event breaks {version}its type's schema (mode enforce); `errors` names each "
-        "failing value by its JSON pointer in the event.",
-        **refused(verdict),
-    )
-
-
-class LiveRegistry:
-    """The registry of this process, reloaded by a thread of its own when its generation moves.
-    A registry that cannot be read keeps the last one read; until the first read succeeds no
-    event is checked (and that is logged)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._registry: Registry | None = None
-        self._owner_pid = 0
-        self._lock = threading.Lock()
-        # Logged once when reading starts failing, and once when it works again.
-        self._unreadable = False
-
-    def current(self) -> Registry:
-        registry = self._registry
-        if registry is not None and self._owner_pid == os.getpid():
-            return registry
-        with self._lock:
-            if self._registry is None or self._owner_pid != os.getpid():
-                # The first read is this caller's; later ones are the thread's (a thread does
-                # not survive a fork, so each process starts its own).
-                self._registry = self._reload(self._registry, force=True)
-                self._owner_pid = os.getpid()
-                threading.Thread(
-                    target=self._poll, name="ingest-schema-registry", daemon=True
-                ).start()
-            return self._registry
-
-    def _poll(self) -> None:
-        while True:
-            time.sleep(self.settings.schema_reload_seconds)
-            self._registry = self._reload(self._registry, force=False)
-
-    def _reload(self, previous: Registry | None, force: bool) -> Registry:
-        url, mode = self.settings.postgres_url, self.settings.schema_default_mode
-        try:
-            unchanged = (
-                previous is not None
-                and not force
-                and registry_generation(url) == previous.generation
-            )
-            if unchanged:
-                return previous
-            registry = load_registry(url, mode, previous)
-        except Exception as exc:  # noqa: BLE001 - events keep flowing on the last registry
-            if not self._unreadable:
-                logger.warning("The schema registry cannot be read; keeping the last: %s", exc)
-                self._unreadable = True
-            # Nothing read yet: check nothing rather than refuse every event for want of it.
-            return previous or Registry(generation=-1, default_mode=OFF)
-        if self._unreadable:
-            logger.info("The schema registry can be read again")
-            self._unreadable = False
-        if previous is None or registry.generation != previous.generation:
-            logger.info(
-                "Schema registry loaded",
-                extra={"generation": registry.generation, "event_types": len(registry.contracts)},
-            )
-        return registry
 
 
 def init_contracts(app: Flask, settings: Settings) -> None:

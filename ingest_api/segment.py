@@ -20,7 +20,7 @@ from ingest.canonical import compact_json, utc_now
 from ingest.config import Settings
 from ingest_api.auth import SEGMENT, WRITE, check_key, require_segment_key, segment_header_key
 from ingest_api.body import json_body
-from ingest_api.contracts import check_event
+from ingest_api.contract_check import check_event
 from ingest_api.errors import Problem
 from ingest_api.events import RETRY_AFTER, broker_confirm, message_event
 from ingest_api.metrics import (
