@@ -22,7 +22,6 @@ class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
         Index("ix_events_type_occurred_at", "event_type", "occurred_at"),
-        Index("ix_events_occurred_at", "occurred_at"),
         Index("ix_events_insert_xid", "insert_xid", "id"),
         {"comment": "Every accepted event, stored exactly once (source of truth)."},
     )
