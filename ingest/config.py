@@ -1,7 +1,7 @@
 """Typed, frozen configuration read from the environment at start-up, never at import.
 
 Each field of Settings declares, once, the variable it is read from, its default, what it means
-and how its text is read. `.env.example` and the README's configuration table are generated from
+and how its text is read. `.env.example` and the table of docs/configuration.md are generated from
 these declarations (ingest/config_docs.py), and a test holds the committed files to them.
 """
 
@@ -159,7 +159,7 @@ class Settings:
         "INGEST_READ_KEYS",
         (),
         "Comma-separated read keys: `GET /v1/events/<id>` and `/openapi.json`, nothing else; "
-        "unset = nobody reads ([Security](#security))",
+        "unset = nobody reads ([Security](security.md))",
         _split,
         redact=_count_keys,
     )
@@ -176,7 +176,7 @@ class Settings:
         "off",
         "What an event of a type with no active schema gets: `off` (accepted unchecked), `warn` "
         "(accepted, the missing schema recorded) or `enforce` (`422`) ([Data contracts]"
-        "(#data-contracts))",
+        "(data-contracts.md))",
         _one_of("off", "warn", "enforce"),
     )
     schema_reload_seconds: float = setting(

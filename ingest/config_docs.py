@@ -1,7 +1,7 @@
-"""`.env.example` and the README's configuration table, rendered from the Settings declarations.
+"""`.env.example` and the table of docs/configuration.md, rendered from the Settings declarations.
 
-scripts/write_config_docs.py writes them; tests/test_config_docs.py holds the committed files to
-what this module renders, so a setting cannot be added without its documentation.
+scripts/write_config_docs.py writes them; tests/unit/test_config_docs.py holds the committed files
+to what this module renders, so a setting cannot be added without its documentation.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ import textwrap
 from ingest.config import declared_settings
 
 WIDTH = 99
+# The page that holds the table, from the repository's root; links in the settings' docs are
+# relative to it.
+CONFIGURATION_PAGE = "docs/configuration.md"
 ENV_EXAMPLE_HEADER = """\
 # Every variable ingest reads. Copy to .env (scripts/bootstrap does, filling in fresh secrets).
 # The URLs below point at servers on this machine; docker-compose.yml overrides the hosts.
@@ -77,7 +80,7 @@ def render_env_example() -> str:
 
 
 def render_table() -> str:
-    """The README's configuration table between its markers."""
+    """The configuration table between its markers."""
     lines = [TABLE_BEGIN, "| variable | default | meaning |", "|---|---|---|"]
     for field, declared in declared_settings():
         default = env_text(field.default)
@@ -87,16 +90,18 @@ def render_table() -> str:
     return "\n".join([*lines, TABLE_END])
 
 
-def readme_with_table(readme: str) -> str:
-    """`readme` with its configuration table replaced by the one the code renders."""
-    if len(TABLE.findall(readme)) != 1:
-        raise ValueError(f"README.md needs one table between {TABLE_BEGIN} and {TABLE_END}")
-    return TABLE.sub(lambda _: render_table(), readme)
+def page_with_table(page: str) -> str:
+    """`page` with its configuration table replaced by the one the code renders."""
+    if len(TABLE.findall(page)) != 1:
+        raise ValueError(
+            f"{CONFIGURATION_PAGE} needs one table between {TABLE_BEGIN} and {TABLE_END}"
+        )
+    return TABLE.sub(lambda _: render_table(), page)
 
 
 def _comment(markdown: str) -> list[str]:
-    """Markdown as comment lines: a link to a README section by the section's name."""
-    text = re.sub(r"\[([^]]*)\]\(#[^)]*\)", r"\1 in README.md", markdown)
+    """Markdown as comment lines: a link to another page of docs/ by its text and the page."""
+    text = re.sub(r"\[([^]]*)\]\(([^)#]+)[^)]*\)", r"\1 in docs/\2", markdown)
     return textwrap.wrap(
         text,
         WIDTH,

@@ -41,6 +41,7 @@ from swagger_ui_bundle import swagger_ui_path
 from werkzeug.routing import Rule
 
 from ingest.config import ConfigError, Settings
+from ingest.config_docs import CONFIGURATION_PAGE
 from ingest_api.app import create_app
 from testlib.api import (
     ADMIN_AUTH,
@@ -374,13 +375,13 @@ SECRET_NAME = re.compile(
 )
 
 
-def readme_default(variable: str) -> str:
-    """A variable's default in the README's configuration table."""
-    for line in (ROOT / "README.md").read_text().splitlines():
+def documented_default(variable: str) -> str:
+    """A variable's default in the table of docs/configuration.md."""
+    for line in (ROOT / CONFIGURATION_PAGE).read_text().splitlines():
         cells = [cell.strip().strip("`") for cell in line.strip("|").split("|")]
         if len(cells) >= 2 and cells[0] == variable:
             return cells[1]
-    raise AssertionError(f"{variable} is not in the README's configuration table")
+    raise AssertionError(f"{variable} is not in the table of {CONFIGURATION_PAGE}")
 
 
 def literal_strings(node: ast.AST | None) -> list[str]:
@@ -427,7 +428,7 @@ def named_defaults(tree: ast.AST) -> Iterator[tuple[int, str, ast.AST | None]]:
 def test_no_secret_has_a_default_in_the_code() -> None:
     # RabbitMQ's guest account, which RabbitMQ accepts from localhost only: the documented
     # local default, and the one URL with a password the code may hold.
-    broker_default = readme_default("BROKER_URL")
+    broker_default = documented_default("BROKER_URL")
     assert urlsplit(broker_default).password == "guest"
     assert urlsplit(broker_default).hostname == "localhost"
     found: list[str] = []

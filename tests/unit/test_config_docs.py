@@ -1,4 +1,4 @@
-"""`.env.example` and the README's configuration table are what ingest/config.py declares.
+"""`.env.example` and the table of docs/configuration.md are what ingest/config.py declares.
 
 A setting added or changed without running scripts/write_config_docs.py fails here.
 """
@@ -10,9 +10,10 @@ from dotenv import dotenv_values
 from ingest.config import Settings, declared_settings
 from ingest.config_docs import (
     COMPOSE_VARIABLES,
+    CONFIGURATION_PAGE,
     TABLE_BEGIN,
     env_text,
-    readme_with_table,
+    page_with_table,
     render_env_example,
     render_table,
 )
@@ -25,12 +26,14 @@ def test_env_example_is_what_the_settings_declare() -> None:
     assert (ROOT / ".env.example").read_text() == render_env_example(), REGENERATE
 
 
-def test_readme_table_is_what_the_settings_declare() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert readme_with_table(readme) == readme, REGENERATE
-    # Under the Configuration heading, not somewhere else in the README.
-    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
-    assert render_table() in section
+def test_the_configuration_page_table_is_what_the_settings_declare() -> None:
+    page = (ROOT / CONFIGURATION_PAGE).read_text()
+    assert page_with_table(page) == page, REGENERATE
+    assert page.startswith("# Configuration\n")
+    # One table, on that page: no copy elsewhere that nothing regenerates.
+    for other in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        if other != ROOT / CONFIGURATION_PAGE:
+            assert TABLE_BEGIN not in other.read_text(), other
 
 
 def test_every_setting_has_its_own_variable_and_a_one_line_meaning() -> None:
