@@ -99,7 +99,7 @@ def _declare_work_queue(connection: Connection, queue: Queue) -> None:
                 raise
             logger.warning(
                 "Queue %s keeps the delivery limit it was created with, not %s; to change it, "
-                "recreate the queue as README.md says (Guarantees, delivery limit): %s",
+                "recreate the queue as docs/guarantees.md says (The delivery limit): %s",
                 queue.name,
                 DELIVERY_LIMIT,
                 exc,

@@ -66,7 +66,7 @@ def add_command(
     """Add the schema in FILE ('-': standard input) as the next version of EVENT_TYPE's schema.
 
     The same schema as the newest active version adds nothing. A schema is refused, with why,
-    when it is not draft 2020-12 or breaks one of ingest's bounds (see the README)."""
+    when it is not draft 2020-12 or breaks one of ingest's bounds (docs/data-contracts.md)."""
     document = read_json(file)
     settings = cli.settings()
     try:

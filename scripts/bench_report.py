@@ -1,7 +1,7 @@
 """What the benchmark measured, and the Markdown tables it prints from that.
 
-Each figure is the median of the runs, with min and max. The targets are those the README's
-Performance section states, met with the service's defaults.
+Each figure is the median of the runs, with min and max. The targets are those docs/performance.md
+states, met with the service's defaults.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ GROWTH_RATIO = 0.10
 GROWTH_FLOOR = 8 * MIB
 # Where a run's memory is taken as warmed up: this fraction of the way through it.
 SETTLED_AT = 0.25
-# The README's performance targets.
+# The performance targets that docs/performance.md states.
 SINGLE_E2E_TARGET = 800
 SINGLE_P99_TARGET_MS = 50
 BATCH_E2E_TARGET = 6_000

@@ -1,7 +1,7 @@
 """Hostile input: a gzip bomb, hostile ids in the URL, and random bytes and mutated events.
 
 Whatever arrives, the API answers a clean 4xx quickly, never a 5xx, and a 2xx only for events
-that the rules of the README accept; those and only those reach the broker.
+that the rules of docs/http-api.md accept; those and only those reach the broker.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def test_thousands_of_unknown_fields_get_a_short_answer(client: FlaskClient) -> 
     assert sorted(errors) == sorted([*(f"field-{i}" for i in range(10)), "_schema"])
 
 
-# The rules of the README's event table, written out again as the oracle for the fuzzer.
+# The rules of the event table in docs/http-api.md, written out again as the oracle for the fuzzer.
 FIELDS = {"event_id", "event_type", "occurred_at", "source", "payload"}
 EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 TIME = re.compile(
@@ -198,7 +198,7 @@ def gunzip_strict(body: bytes) -> bytes | None:
 
 
 def expected_accepted(path: str, body: bytes | None) -> int:
-    """How many events the README's rules accept from this (inflated) body."""
+    """How many events the rules of docs/http-api.md accept from this (inflated) body."""
     if body is None or len(body) > MAX_BODY_BYTES:
         return 0
     parsed, document = strict_json(body)
