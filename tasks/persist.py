@@ -43,14 +43,17 @@ PERSIST_OPTIONS: dict[str, Any] = {
 PAYLOAD_SHA256 = "encode(sha256(convert_to(payload::text, 'UTF8')), 'hex')"
 
 # The first of several rows with one event_id wins, as it would in a VALUES list; of each
-# event, jsonb_to_recordset takes the fields it names and ignores the rest.
+# event, jsonb_to_recordset takes the fields it names and ignores the rest (an event the API
+# did not check against a schema has no schema_version or schema_violations: NULL).
 INSERT_EVENTS = f"""
 INSERT INTO events
-    (event_id, event_type, source, occurred_at, received_at, payload, payload_sha256)
-SELECT event_id, event_type, source, occurred_at, received_at, payload, {PAYLOAD_SHA256}
+    (event_id, event_type, source, occurred_at, received_at, payload, payload_sha256,
+     schema_version, schema_violations)
+SELECT event_id, event_type, source, occurred_at, received_at, payload, {PAYLOAD_SHA256},
+       schema_version, schema_violations
 FROM jsonb_to_recordset(%s::jsonb) AS arrived(
     event_id text, event_type text, source text, occurred_at timestamptz,
-    received_at timestamptz, payload jsonb)
+    received_at timestamptz, payload jsonb, schema_version integer, schema_violations jsonb)
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id
 """
