@@ -68,9 +68,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_request_log(app)
     init_cors(app, settings.cors_origins)
 
-    from ingest_api.contracts import init_contracts
     from ingest_api.events import events
     from ingest_api.health import init_health
+    from ingest_api.schema_admin import init_contracts
     from ingest_api.segment import init_segment
 
     app.register_blueprint(events)

@@ -14,9 +14,9 @@ from ingest.canonical import compact_json, utc_now
 from ingest.config import Settings
 from ingest_api.auth import READ, WRITE, require_key
 from ingest_api.body import json_body
-from ingest_api.contract_check import check_event, recorded, refusal, refused
 from ingest_api.errors import Problem
 from ingest_api.publisher import PublishError
+from ingest_api.schema_check import check_event, recorded, refusal, refused
 from ingest_api.schemas import BatchSchema, is_event_id
 from ingest_api.validation import load_event
 from models.schema_registry import Verdict

@@ -19,7 +19,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from ingest.config import Settings
 from ingest_api.auth import ADMIN, READ, SCOPES, WRITE, Scope, require_key
-from ingest_api.contracts import SchemaChangeSchema
+from ingest_api.schema_admin import SchemaChangeSchema
 from ingest_api.schemas import EVENT_ID_PATTERN, BatchSchema, EventSchema, Rfc3339DateTime
 from ingest_api.segment_schemas import (
     MAX_BATCH_MESSAGES,
@@ -31,7 +31,7 @@ from ingest_api.segment_schemas import (
     SegmentSuccessSchema,
     SegmentTime,
 )
-from models.contracts import MODES
+from models.postgres import MODES
 
 # The renderer's files /docs loads; nothing else of the vendored directory is served.
 DOCS_ASSETS = frozenset({"swagger-ui-bundle.js", "swagger-ui.css"})

@@ -20,7 +20,6 @@ from ingest.canonical import compact_json, utc_now
 from ingest.config import Settings
 from ingest_api.auth import SEGMENT, WRITE, check_key, require_segment_key, segment_header_key
 from ingest_api.body import json_body
-from ingest_api.contract_check import check_event
 from ingest_api.errors import Problem
 from ingest_api.events import RETRY_AFTER, broker_confirm, message_event
 from ingest_api.metrics import (
@@ -30,6 +29,7 @@ from ingest_api.metrics import (
     SEGMENT_RETRIED_REQUESTS,
     library_label,
 )
+from ingest_api.schema_check import check_event
 from ingest_api.schemas import is_event_id
 from ingest_api.segment_schemas import (
     MAX_BATCH_MESSAGES,

@@ -19,7 +19,7 @@ from ingest.canonical import loads_json
 from ingest.event_schemas import CompiledSchema, SchemaRefused, compile_schema
 from ingest.schema_infer import infer_schema
 from ingest_cli.context import CliContext, database_errors, pass_cli
-from models.contracts import MODES
+from models.postgres import MODES
 from models.schema_registry import (
     RegistryError,
     add_version,

@@ -1,4 +1,4 @@
-"""The schema registry (PostgreSQL tables of models/contracts.py): versions of a JSON Schema per
+"""The schema registry (PostgreSQL tables of models/postgres.py): versions of a JSON Schema per
 event type, added and retired, each type's mode, and the whole registry compiled for checking.
 
 A type's mode says what a broken event gets: `off` (not checked), `warn` (accepted, with what it
@@ -19,8 +19,8 @@ from sqlalchemy import text
 from ingest.canonical import compact_json
 from ingest.event_schemas import CompiledSchema, SchemaRefused, Violation, compile_schema
 from models import engine_for
-from models.contracts import MODES
 from models.engines import execute
+from models.postgres import MODES
 
 logger = logging.getLogger(__name__)
 

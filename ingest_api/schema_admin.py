@@ -1,5 +1,5 @@
 """Data contracts over HTTP: `/v1/schemas`, where admin keys read and change each event type's
-JSON Schema versions and mode (ingest_api.contract_check applies them to events)."""
+JSON Schema versions and mode (ingest_api.schema_check applies them to events)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from ingest.config import Settings
 from ingest.event_schemas import SchemaRefused
 from ingest_api.auth import ADMIN, require_key
 from ingest_api.body import json_body
-from ingest_api.contract_check import LiveRegistry
 from ingest_api.errors import Problem
+from ingest_api.schema_check import LiveRegistry
 from ingest_api.schemas import StrictSchema
-from models.contracts import MODES
+from models.postgres import MODES
 from models.schema_registry import (
     RegistryError,
     add_version,
