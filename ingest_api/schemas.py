@@ -124,6 +124,15 @@ class Rfc3339DateTime(fields.Field):
             raise self.make_error(exc.key) from None
 
 
+class WholeNumber(fields.Integer):
+    """A JSON integer, never `true` or `false` (a bool is an int in Python)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class FullMatch(validate.Regexp):
     """Regexp over the whole value: with re.match, `$` also matches before a final newline."""
 
@@ -313,7 +322,7 @@ class EventSchema(StrictSchema):
             "example": {"order_id": 42},
         },
     )
-    schema_version = fields.Integer(
+    schema_version = WholeNumber(
         strict=True,
         validate=validate.Range(min=1, max=MAX_SCHEMA_VERSION),
         metadata={

@@ -95,3 +95,11 @@ def test_the_direct_check_accepts_what_the_schema_accepts_and_loads_it_alike(
     assert quick == expected
     if expected is not None:
         assert load_event(copy.deepcopy(document)) == expected
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_schema_version_true_or_false_is_refused_by_name(flag: bool) -> None:
+    document = {**VALID, "schema_version": flag}
+    with pytest.raises(ValidationError) as refused:
+        load_event(document)
+    assert refused.value.messages == {"schema_version": ["Not a valid integer."]}
