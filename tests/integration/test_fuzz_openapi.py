@@ -45,7 +45,7 @@ CHECKS = [
 ]
 # Per operation and generation mode. deadline=None: a publish waits for the broker's confirm,
 # which takes what it takes on a loaded machine; the API's own timeout bounds it.
-EXAMPLES = 80
+EXAMPLES = 100
 BOUNDED = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None)
 SENT_EVENTS = {"/v1/events", "/v1/batch"}
 
