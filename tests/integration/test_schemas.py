@@ -26,35 +26,13 @@ from testlib.api import ADMIN_AUTH, ADMIN_KEY, API_KEY, AUTH, READ_AUTH, event
 from testlib.commands import invoke
 from testlib.data import rows
 from testlib.processes import ApiServer, running_api
+from testlib.schemas import GOOD, ORDER
 from testlib.wait import wait_until
 
 JSON = {"Content-Type": "application/json"}
 RELOAD_SECONDS = 0.5
 # How long a change may take to reach every API process: a few reload intervals.
 TAKES_EFFECT_WITHIN = 5.0
-ORDER = {
-    "type": "object",
-    "required": ["amount", "currency"],
-    "additionalProperties": False,
-    "properties": {
-        "amount": {"type": "number", "minimum": 0, "maximum": 100_000},
-        "currency": {"enum": ["EUR", "USD"]},
-        "coupon": {"type": "string", "pattern": "^[A-Z]{4}-[0-9]{2}$"},
-        "lines": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["sku", "qty"],
-                "properties": {
-                    "sku": {"type": "string"},
-                    "qty": {"type": "integer", "minimum": 1},
-                    "tags": {"type": "array", "items": {"type": "string", "maxLength": 8}},
-                },
-            },
-        },
-    },
-}
-GOOD = {"amount": 12.5, "currency": "EUR", "coupon": "SAVE-10", "lines": [{"sku": "A", "qty": 1}]}
 # Each kind of violation: what changes in a good payload, and the (pointer, rule) it breaks.
 VIOLATIONS = {
     "type": ({"amount": "12"}, [("/payload/amount", "type")]),

@@ -19,30 +19,7 @@ from ingest.event_schemas import (
 )
 from ingest.schema_infer import infer_schema
 from models.schema_registry import Contract, Registry
-
-ORDER = {
-    "type": "object",
-    "required": ["amount", "currency"],
-    "additionalProperties": False,
-    "properties": {
-        "amount": {"type": "number", "minimum": 0, "maximum": 100_000},
-        "currency": {"enum": ["EUR", "USD"]},
-        "coupon": {"type": "string", "pattern": "^[A-Z]{4}-[0-9]{2}$"},
-        "lines": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["sku", "qty"],
-                "properties": {
-                    "sku": {"type": "string"},
-                    "qty": {"type": "integer", "minimum": 1},
-                    "tags": {"type": "array", "items": {"type": "string", "maxLength": 8}},
-                },
-            },
-        },
-    },
-}
-GOOD = {"amount": 12.5, "currency": "EUR", "coupon": "SAVE-10", "lines": [{"sku": "A", "qty": 1}]}
+from testlib.schemas import GOOD, ORDER
 
 
 def branching(levels: int) -> dict[str, Any]:
