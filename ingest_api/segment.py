@@ -274,10 +274,10 @@ def store_rejects(
             (
                 received_at,
                 key_hash,
-                library,
-                message_id if isinstance(message_id, str) else None,
-                compact_json(errors),
-                compact_json(message),
+                without_nul(library),
+                without_nul(message_id if isinstance(message_id, str) else None),
+                compact_json(without_nul(errors)),
+                compact_json(message),  # text, where a NUL is the escape \u0000
             )
         )
     try:
@@ -291,6 +291,18 @@ def store_rejects(
         ) from exc
     for _, _, library, *_ in rows:
         SEGMENT_REJECTS.labels(library_label(library)).inc()
+
+
+def without_nul(value: Any) -> Any:
+    """`value` with each NUL character in its strings and keys written as the six characters
+    `\\u0000`: PostgreSQL's text and jsonb hold no NUL, and a reject is kept whatever it holds."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\u0000")
+    if isinstance(value, dict):
+        return {without_nul(key): without_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_nul(item) for item in value]
+    return value
 
 
 def publish(events: list[dict[str, Any]]) -> None:

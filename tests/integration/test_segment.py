@@ -142,6 +142,30 @@ def test_a_message_over_32_kb_is_listed_and_the_others_are_stored(
     assert re.search(r'ingest_segment_rejects_total\{library="analytics-python"\} [1-9]', metrics)
 
 
+def test_a_message_with_nul_characters_is_listed_with_them_escaped(
+    api: ApiServer, pipeline: Settings
+) -> None:
+    """PostgreSQL holds no NUL character, in text or jsonb; a message that carries some in its
+    messageId, its library and its keys is still listed, each NUL written as the escape."""
+    nul = {"userId": "u", "event": "Nul", "messageId": "nul\x00id",
+           "context": {"library": {"name": "lib\x00rary"}},
+           "properties": {"key\x00": "value\x00"}}  # fmt: skip
+    good = {"userId": "u", "event": "Fine", "messageId": "fine-1"}
+    response = requests.post(
+        f"{api.url}/segment/v1/batch",
+        json={"batch": [{"type": "track", **nul}, {"type": "track", **good}]},
+        headers=BASIC,
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    wait_until(lambda: stored_count(pipeline) == 1, timeout=60, what="the good message")
+    assert list(stored(pipeline)) == ["fine-1"]
+    [reject] = rows(pipeline.postgres_url, "SELECT library, message_id, message FROM segment_rejects")
+    assert reject["message_id"] == "nul\\u0000id"
+    assert reject["library"] == "lib\\u0000rary"
+    assert json.loads(reject["message"])["properties"] == {"key\x00": "value\x00"}
+
+
 @pytest.mark.parametrize("sdk", [SEGMENT_240, NODE], ids=lambda sdk: sdk.name)
 def test_503_first_then_recovered_stores_each_call_once(
     sdk: Sdk, settings: Settings, pipeline: Settings, sdks: None
