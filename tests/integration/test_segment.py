@@ -160,7 +160,8 @@ def test_a_message_with_nul_characters_is_listed_with_them_escaped(
     assert response.status_code == 200, response.text
     wait_until(lambda: stored_count(pipeline) == 1, timeout=60, what="the good message")
     assert list(stored(pipeline)) == ["fine-1"]
-    [reject] = rows(pipeline.postgres_url, "SELECT library, message_id, message FROM segment_rejects")
+    query = "SELECT library, message_id, message FROM segment_rejects"
+    [reject] = rows(pipeline.postgres_url, query)
     assert reject["message_id"] == "nul\\u0000id"
     assert reject["library"] == "lib\\u0000rary"
     assert json.loads(reject["message"])["properties"] == {"key\x00": "value\x00"}
