@@ -82,6 +82,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
+def close_app(app: Flask) -> None:
+    """Stop what the app runs beside its requests: the publishing thread and the schema
+    registry's reloads."""
+    app.extensions["ingest.publisher"].close()
+    app.extensions["ingest.contracts"].close()
+
+
 def _assign_request_id() -> None:
     offered = request.headers.get("X-Request-ID", "")
     g.request_id = offered if REQUEST_ID.match(offered) else uuid.uuid4().hex

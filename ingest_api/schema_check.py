@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from typing import Any
 
 from flask import current_app
@@ -90,6 +89,11 @@ class LiveRegistry:
         self._lock = threading.Lock()
         # Logged once when reading starts failing, and once when it works again.
         self._unreadable = False
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        """Stop reloading: the app is done with (a test drops its database next)."""
+        self._closed.set()
 
     def current(self) -> Registry:
         registry = self._registry
@@ -107,8 +111,7 @@ class LiveRegistry:
             return self._registry
 
     def _poll(self) -> None:
-        while True:
-            time.sleep(self.settings.schema_reload_seconds)
+        while not self._closed.wait(self.settings.schema_reload_seconds):
             self._registry = self._reload(self._registry, force=False)
 
     def _reload(self, previous: Registry | None, force: bool) -> Registry:

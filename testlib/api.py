@@ -15,7 +15,7 @@ from werkzeug.test import TestResponse
 
 from ingest.config import Settings
 from ingest.contract import PERSIST_QUEUE, declare_topology
-from ingest_api.app import create_app
+from ingest_api.app import close_app, create_app
 from testlib.servers import isolated_vhost
 
 API_KEY = "test-key"
@@ -55,7 +55,7 @@ def unconsumed_api(settings: Settings, name: str, **limits: int) -> Iterator[Fla
         try:
             yield app.test_client()
         finally:
-            app.extensions["ingest.publisher"].close()
+            close_app(app)
 
 
 def broker_url(client: FlaskClient) -> str:

@@ -16,7 +16,7 @@ from flask import Flask
 from sqlalchemy import text
 
 from ingest.config import Settings
-from ingest_api.app import create_app
+from ingest_api.app import close_app, create_app
 from models import engine_for
 from testlib.api import AUTH, event
 from testlib.data import projected_ids, rows, scalar, stored_ids
@@ -30,7 +30,7 @@ def api(settings: Settings) -> Iterator[Flask]:
     try:
         yield app
     finally:
-        app.extensions["ingest.publisher"].close()
+        close_app(app)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from ingest.config import Settings
-from ingest_api.app import create_app
+from ingest_api.app import close_app, create_app
 from ingest_cli.maintenance import migrate
 from models import dispose_engines
 from testlib.api import ADMIN_KEY, API_KEY, READ_KEY
@@ -70,7 +70,7 @@ def private_vhost(settings: Settings) -> Iterator[Settings]:
 def app(settings: Settings) -> Iterator[Flask]:
     app = create_app(settings)
     yield app
-    app.extensions["ingest.publisher"].close()
+    close_app(app)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from werkzeug.serving import make_server
 from ingest.canonical import compact_json
 from ingest.config import Settings
 from ingest.contract import DEAD_QUEUE, PERSIST_QUEUE, event_ids_of
-from ingest_api.app import create_app
+from ingest_api.app import close_app, create_app
 from ingest_cli import main
 from ingest_cli.maintenance import ALEMBIC_INI
 from models import engine_for
@@ -254,7 +254,7 @@ def test_dead_letters_are_listed_without_loss_then_replayed_once_fixed(
                 response = app.test_client().post("/v1/events", json=event(event_id), headers=AUTH)
                 assert response.status_code == 202
         finally:
-            app.extensions["ingest.publisher"].close()
+            close_app(app)
         # A worker against a database nobody migrated: each task fails for good.
         broken = Worker(private, PERSIST_QUEUE, "persist-unmigrated", concurrency=1)
         try:

@@ -9,7 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from ingest.config import Settings
-from ingest_api.app import create_app
+from ingest_api.app import close_app, create_app
 from testlib.api import AUTH, READ_AUTH, event
 
 SHOP = "https://shop.example"
@@ -19,7 +19,7 @@ SHOP = "https://shop.example"
 def cors_app(settings: Settings) -> Iterator[Flask]:
     app = create_app(settings.replace(cors_origins=(SHOP, "http://localhost:3000")))
     yield app
-    app.extensions["ingest.publisher"].close()
+    close_app(app)
 
 
 @pytest.fixture

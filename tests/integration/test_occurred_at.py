@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 
 from ingest.config import Settings
 from ingest.contract import declare_topology
-from ingest_api.app import create_app
+from ingest_api.app import close_app, create_app
 from ingest_cli.dead_letters import peek
 from ingest_cli.maintenance import migrate
 from models import engine_for
@@ -83,7 +83,7 @@ def tokyo(shared_servers: SharedServers, settings: Settings) -> Iterator[Setting
 def api(tokyo: Settings) -> Iterator[FlaskClient]:
     app = create_app(tokyo)
     yield app.test_client()
-    app.extensions["ingest.publisher"].close()
+    close_app(app)
 
 
 def database_time_zone(url: str) -> str:

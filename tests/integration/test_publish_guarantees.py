@@ -12,7 +12,7 @@ from kombu import Connection
 
 from ingest.config import Settings
 from ingest.contract import PERSIST_QUEUE
-from ingest_api.app import create_app
+from ingest_api.app import close_app, create_app
 from testlib.api import AUTH, event
 from testlib.private_servers import DelayingProxy
 
@@ -31,7 +31,7 @@ def slow_broker(private_vhost: Settings) -> Iterator[tuple[DelayingProxy, Flask]
     try:
         yield proxy, app
     finally:
-        app.extensions["ingest.publisher"].close()
+        close_app(app)
         proxy.close()
 
 
@@ -45,7 +45,7 @@ def test_no_202_for_an_event_whose_queue_was_deleted(private_vhost: Settings) ->
 
         after = client.post("/v1/events", json=event("after"), headers=AUTH)
     finally:
-        app.extensions["ingest.publisher"].close()
+        close_app(app)
 
     # Without `mandatory` the broker confirmed the message and dropped it: a 202 for nothing.
     # Returned, it is published again on a connection that declares the queue anew.

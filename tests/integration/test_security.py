@@ -42,7 +42,7 @@ from werkzeug.routing import Rule
 
 from ingest.config import ConfigError, Settings
 from ingest.config_docs import CONFIGURATION_PAGE
-from ingest_api.app import create_app
+from ingest_api.app import close_app, create_app
 from testlib.api import (
     ADMIN_AUTH,
     API_KEY,
@@ -124,7 +124,7 @@ def walled_cors(walled: FlaskClient) -> Iterator[FlaskClient]:
     own: Settings = walled.application.extensions["ingest.settings"]
     app = create_app(own.replace(cors_origins=("*",)))
     yield app.test_client()
-    app.extensions["ingest.publisher"].close()
+    close_app(app)
 
 
 def url_of(rule: Rule) -> str:
@@ -240,7 +240,7 @@ def test_a_key_in_both_lists_may_send_and_read(settings: Settings) -> None:
         assert client.get("/v1/events/order-1", headers=AUTH).status_code == 404
         assert client.post("/v1/events", data=b"{", headers={**JSON, **AUTH}).status_code == 400
     finally:
-        app.extensions["ingest.publisher"].close()
+        close_app(app)
 
 
 def test_options_without_a_key_reveals_only_the_methods_and_accepts_nothing(
@@ -320,7 +320,7 @@ def test_with_auth_off_the_api_starts_without_a_key_and_asks_for_none(settings: 
         assert client.get("/openapi.json").status_code == 200
         assert client.get("/v1/events/order-1").status_code == 404
     finally:
-        app.extensions["ingest.publisher"].close()
+        close_app(app)
 
 
 def test_the_server_command_refuses_to_serve_the_api_without_a_key(settings: Settings) -> None:
