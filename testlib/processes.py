@@ -25,6 +25,7 @@ import requests
 
 from ingest.config import Settings
 from ingest.contract import PERSIST_QUEUE, PROJECTION_QUEUE
+from ingest_cli.services import process_environ
 from testlib.wait import HarnessError, free_port, http_status, wait_until
 
 logger = logging.getLogger(__name__)
@@ -36,13 +37,15 @@ STOP_TIMEOUT = 20.0
 
 
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment a service process of these settings runs with: nothing inherited that
-    could point it elsewhere."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("BROKER_", "POSTGRES_", "MYSQL_", "INGEST_", "CELERY_"))
-    }
+    """The environment a service process of these settings runs with, as `ingest` starts it:
+    nothing inherited that could point it elsewhere."""
+    env = process_environ(
+        {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("BROKER_", "POSTGRES_", "MYSQL_", "INGEST_", "CELERY_"))
+        }
+    )
     env.update(
         BROKER_URL=settings.broker_url,
         POSTGRES_URL=settings.postgres_url,

@@ -439,6 +439,7 @@ def ingest_up(
         "--workers", "1", "--concurrency", "1",
     ]  # fmt: skip
     env = service_env(settings, FLOWER_BASIC_AUTH=":".join(FLOWER_LOGIN), **extra_env)
+    env.pop("MALLOC_ARENA_MAX", None)  # ingest up sets it for its processes itself
     with log.open("wb") as output:
         process = subprocess.Popen(
             command, cwd=log.parent, env=env, stdout=output, stderr=subprocess.STDOUT
@@ -491,6 +492,8 @@ def test_up_runs_the_whole_service_and_ctrl_c_stops_all_of_it(
             assert metrics.status_code == 200
 
         children = descendants(process.pid)
+        for pid in children:  # every process runs with glibc's arenas capped (services.py)
+            assert b"\0MALLOC_ARENA_MAX=2\0" in b"\0" + Path(f"/proc/{pid}/environ").read_bytes()
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0, log.read_text()
 
