@@ -92,7 +92,7 @@ class LiveRegistry:
         self._closed = threading.Event()
 
     def close(self) -> None:
-        """Stop reloading: the app is done with (a test drops its database next)."""
+        """Stop reloading, once the app serves no more (a test drops its database next)."""
         self._closed.set()
 
     def current(self) -> Registry:
