@@ -16,7 +16,7 @@ from ingest_api.auth import READ, WRITE, require_key
 from ingest_api.body import json_body
 from ingest_api.errors import Problem
 from ingest_api.publisher import PublishError
-from ingest_api.schema_check import check_event, recorded, refusal, refused
+from ingest_api.schema_check import check_event, live_registry, recorded, refusal, refused
 from ingest_api.schemas import BatchSchema, is_event_id
 from ingest_api.validation import load_event
 from models.schema_registry import Verdict
@@ -56,7 +56,7 @@ def post_event() -> tuple[dict[str, str], int]:
         event = load_event(document)
     except ValidationError as exc:
         raise Problem(422, "The event is not valid.", errors=exc.messages) from None
-    verdict = check_event(event)
+    verdict = check_event(live_registry(), event)
     if verdict is not None and verdict.refuses:
         raise refusal(verdict)
     with broker_confirm():
@@ -91,10 +91,11 @@ def post_batch() -> tuple[dict[str, Any], int]:
     results: list[dict[str, Any]] = []
     accepted: list[dict[str, Any]] = []
     received_at = utc_now().isoformat()
+    registry = live_registry()
     for index, item in enumerate(batch):
         event, errors = validate_batch_item(item)
         result: dict[str, Any] = {"index": index, "event_id": event_id_of(item)}
-        verdict = None if errors else check_event(event)
+        verdict = None if errors else check_event(registry, event)
         if errors:
             result.update(status="rejected", errors=errors)
         elif verdict is not None and verdict.refuses:

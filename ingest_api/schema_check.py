@@ -39,10 +39,14 @@ SCHEMA_VIOLATIONS = Counter(
 UNREGISTERED = "unregistered"
 
 
-def check_event(event: dict[str, Any]) -> Verdict | None:
+def live_registry() -> Registry:
+    """The contracts this process holds now: taken once per request, for all of its events."""
+    return current_app.extensions["ingest.contracts"].current()
+
+
+def check_event(registry: Registry, event: dict[str, Any]) -> Verdict | None:
     """The verdict of the event's contract, counted when it broke something; None when its
     type is not checked."""
-    registry: Registry = current_app.extensions["ingest.contracts"].current()
     event_type = event["event_type"]
     verdict = registry.check(event_type, event["payload"], event.get("schema_version"))
     if verdict is not None and verdict.violations:

@@ -29,7 +29,7 @@ from ingest_api.metrics import (
     SEGMENT_RETRIED_REQUESTS,
     library_label,
 )
-from ingest_api.schema_check import check_event
+from ingest_api.schema_check import check_event, live_registry
 from ingest_api.schemas import is_event_id
 from ingest_api.segment_schemas import (
     MAX_BATCH_MESSAGES,
@@ -41,6 +41,7 @@ from ingest_api.segment_schemas import (
 )
 from ingest_api.validation import load_event
 from models.engines import execute
+from models.schema_registry import Registry
 
 segment = Blueprint("segment", __name__, url_prefix="/segment/v1")
 batch_schema = SegmentBatchSchema()
@@ -103,10 +104,11 @@ def post_batch() -> tuple[dict[str, bool], int]:
     except ValidationError as exc:
         raise Problem(400, "The batch is not valid.", errors=exc.messages) from None
     received_at = utc_now()
+    registry = live_registry()
     accepted: list[tuple[dict[str, Any], dict[str, Any]]] = []
     rejected: list[tuple[Any, dict[str, Any]]] = []
     for message in envelope["batch"]:
-        event, errors = to_event(message, envelope, received_at)
+        event, errors = to_event(message, envelope, received_at, registry)
         if errors:
             rejected.append((message, errors))
         else:
@@ -125,7 +127,7 @@ def post_call(call: str) -> tuple[dict[str, bool], int]:
         raise Problem(400, f"The body must be one {call} message, a JSON object.")
     authenticate(document)
     envelope = {"sentAt": None, "context": None, "integrations": None}
-    event, errors = to_event({**document, "type": call}, envelope, utc_now())
+    event, errors = to_event({**document, "type": call}, envelope, utc_now(), live_registry())
     count_retry(document)
     if errors:
         SEGMENT_REJECTS.labels(library_label(library_of(document))).inc()
@@ -169,9 +171,10 @@ def authenticate(document: dict[str, Any]) -> str | None:
 
 
 def to_event(
-    message: Any, envelope: dict[str, Any], received_at: datetime
+    message: Any, envelope: dict[str, Any], received_at: datetime, registry: Registry
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The ingest event a Segment message becomes, as the workers receive it, or why not."""
+    """The ingest event a Segment message becomes, as the workers receive it, or why not
+    (its contract in `registry` included)."""
     if not isinstance(message, dict):
         return {}, {"_message": ["Each message must be a JSON object."]}
     size = len(compact_json(message).encode())
@@ -206,7 +209,7 @@ def to_event(
         event = load_event(document)
     except ValidationError as exc:
         return {}, {SEGMENT_FIELD.get(name, name): errors for name, errors in exc.messages.items()}
-    verdict = check_event(event)
+    verdict = check_event(registry, event)
     if verdict is not None and verdict.refuses:
         return {}, {segment_pointer(at): why for at, why in verdict.errors().items()}
     return message_event(event, received_at.isoformat(), verdict), None
