@@ -143,12 +143,15 @@ class WsgiOverRsgi:
 
 def create_rsgi_app() -> WsgiOverRsgi:
     """granian's factory (`--factory`): each worker builds its own app after the fork."""
+    from ingest.heap import freeze_startup_objects
     from ingest_api.app import create_app
 
     app = create_app()
-    return WsgiOverRsgi(
+    served = WsgiOverRsgi(
         app,
         max_body_bytes=app.extensions["ingest.settings"].max_body_bytes,
         body_timeout=float(os.environ[BODY_TIMEOUT_VARIABLE]),
         threads=int(os.environ[THREADS_VARIABLE]),
     )
+    freeze_startup_objects()
+    return served

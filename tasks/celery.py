@@ -24,6 +24,7 @@ from ingest.contract import (
     WORK_QUEUES,
     declare_topology,
 )
+from ingest.heap import freeze_startup_objects
 from models import dispose_engines
 
 logger = logging.getLogger(__name__)
@@ -143,3 +144,9 @@ app = create_celery()
 @signals.worker_process_init.connect
 def _dispose_inherited_engines(**kwargs: Any) -> None:
     dispose_engines()
+
+
+@signals.worker_process_init.connect  # each child of a prefork pool
+@signals.worker_ready.connect  # the worker itself: threads and solo pools run tasks in it
+def _freeze_startup_objects(**kwargs: Any) -> None:
+    freeze_startup_objects()
