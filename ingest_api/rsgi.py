@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import queue
 import sys
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -28,6 +30,65 @@ BODY_TIMEOUT_VARIABLE = "INGEST_API_BODY_TIMEOUT"
 UNPREFIXED = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 
 WsgiHeaders = list[tuple[str, str]]
+Answer = tuple[int, WsgiHeaders, bytes]
+Work = tuple[dict[str, Any], "asyncio.Future[Answer]"]
+Finished = tuple["asyncio.Future[Answer]", Answer | None, Exception | None]
+
+
+class AppThreads:
+    """Threads that run the app, each answer handed back to the event loop's future.
+
+    What loop.run_in_executor does, for less: no concurrent.futures.Future (and its Condition)
+    chained to the asyncio one, and one wake-up of the loop for all the answers that finished
+    while it was busy, not one each.
+    """
+
+    def __init__(self, call: Callable[[dict[str, Any]], Answer], count: int) -> None:
+        self.call = call
+        self._work: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
+        self._finished: deque[Finished] = deque()
+        self._wake_pending = False
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"api-{number}", daemon=True)
+            for number in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def run(self, environ: dict[str, Any]) -> asyncio.Future[Answer]:
+        """The app's answer to `environ`, as a future of the running loop."""
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._work.put((environ, future))
+        return future
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._work.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _serve(self) -> None:
+        while (item := self._work.get()) is not None:
+            environ, future = item
+            try:
+                self._finished.append((future, self.call(environ), None))
+            except Exception as exc:  # noqa: BLE001 - raised in the request's coroutine
+                self._finished.append((future, None, exc))
+            # Appended before the flag is read; _deliver clears the flag before it drains.
+            if not self._wake_pending:
+                self._wake_pending = True
+                future.get_loop().call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        self._wake_pending = False
+        while self._finished:
+            future, answer, error = self._finished.popleft()
+            if future.cancelled():
+                continue
+            if error is None:
+                future.set_result(answer)  # type: ignore[arg-type]
+            else:
+                future.set_exception(error)
 
 
 class StalledBody(io.RawIOBase):
@@ -48,20 +109,18 @@ class WsgiOverRsgi:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="api")
+        self.threads = AppThreads(self._call, threads)
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         body, length, stalled = await self._read_body(scope, protocol)
-        environ = self._environ(scope, body, length)
-        loop = asyncio.get_running_loop()
-        status, headers, content = await loop.run_in_executor(self.pool, self._call, environ)
+        status, headers, content = await self.threads.run(self._environ(scope, body, length))
         if stalled:
             # The rest of the body may still come: it must not be read as the next request.
             headers = [*headers, ("Connection", "close")]
         protocol.response_bytes(status, headers, content)
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.pool.shutdown(wait=True)
+        self.threads.close()
 
     async def _read_body(self, scope: Any, protocol: Any) -> tuple[io.RawIOBase, int | None, bool]:
         """The body, its length for CONTENT_LENGTH, and whether it stalled."""
@@ -117,7 +176,7 @@ class WsgiOverRsgi:
             environ["CONTENT_LENGTH"] = str(length)
         return environ
 
-    def _call(self, environ: dict[str, Any]) -> tuple[int, WsgiHeaders, bytes]:
+    def _call(self, environ: dict[str, Any]) -> Answer:
         """Run the app in a pool thread; the answer is small JSON or a static docs file."""
         started: list[tuple[str, WsgiHeaders]] = []
         written: list[bytes] = []
