@@ -32,7 +32,7 @@ UNPREFIXED = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"
 WsgiHeaders = list[tuple[str, str]]
 Answer = tuple[int, WsgiHeaders, bytes]
 Work = tuple[dict[str, Any], "asyncio.Future[Answer]"]
-Finished = tuple["asyncio.Future[Answer]", Answer | None, Exception | None]
+Finished = tuple["asyncio.Future[Answer]", Answer | Exception]
 
 
 class AppThreads:
@@ -71,9 +71,9 @@ class AppThreads:
         while (item := self._work.get()) is not None:
             environ, future = item
             try:
-                self._finished.append((future, self.call(environ), None))
+                self._finished.append((future, self.call(environ)))
             except Exception as exc:  # noqa: BLE001 - raised in the request's coroutine
-                self._finished.append((future, None, exc))
+                self._finished.append((future, exc))
             # Appended before the flag is read; _deliver clears the flag before it drains.
             if not self._wake_pending:
                 self._wake_pending = True
@@ -82,13 +82,13 @@ class AppThreads:
     def _deliver(self) -> None:
         self._wake_pending = False
         while self._finished:
-            future, answer, error = self._finished.popleft()
+            future, outcome = self._finished.popleft()
             if future.cancelled():
                 continue
-            if error is None:
-                future.set_result(answer)  # type: ignore[arg-type]
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
             else:
-                future.set_exception(error)
+                future.set_result(outcome)
 
 
 class StalledBody(io.RawIOBase):
@@ -177,7 +177,7 @@ class WsgiOverRsgi:
         return environ
 
     def _call(self, environ: dict[str, Any]) -> Answer:
-        """Run the app in a pool thread; the answer is small JSON or a static docs file."""
+        """Run the app in an app thread; the answer is small JSON or a static docs file."""
         started: list[tuple[str, WsgiHeaders]] = []
         written: list[bytes] = []
 
