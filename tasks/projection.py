@@ -120,17 +120,17 @@ def project(settings: Settings, event_ids: Sequence[str]) -> int:
     """Upsert the stored events among `event_ids` into MySQL as PostgreSQL holds them, a chunk
     at a time; rows MySQL refuses for good are recorded, not retried. Safe to run twice.
     Returns how many rows MySQL took."""
+    assert settings.mysql_url
     return sum(
-        project_chunk(settings, event_ids[start : start + PROJECT_CHUNK])
+        _project_chunk(settings, event_ids[start : start + PROJECT_CHUNK])
         for start in range(0, len(event_ids), PROJECT_CHUNK)
     )
 
 
-def project_chunk(settings: Settings, event_ids: Sequence[str]) -> int:
-    """`project` for a few events: one read from PostgreSQL, one upsert into MySQL."""
-    assert settings.mysql_url
-    if not event_ids:
-        return 0
+def _project_chunk(settings: Settings, event_ids: Sequence[str]) -> int:
+    """`project` for at most PROJECT_CHUNK events: one read from PostgreSQL, one upsert into
+    MySQL."""
+    assert settings.mysql_url  # for the type checker: `project` checked it
     rows = execute(settings.postgres_url, STORED_ROWS, (list(event_ids),))
     if not rows:
         return 0
