@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, current_app, g, request
 from marshmallow import ValidationError
 
-from ingest.canonical import compact_json, utc_now
+from ingest.canonical import compact_json_size, utc_now
 from ingest.config import Settings
 from ingest_api.auth import READ, WRITE, require_key
 from ingest_api.body import json_body
@@ -43,14 +43,15 @@ def _authenticate() -> None:
 
 @events.post("/events")
 def post_event() -> tuple[dict[str, str], int]:
-    document = json_body(settings().max_body_bytes)
+    limits = settings()
+    document = json_body(limits.max_body_bytes)
     if not isinstance(document, dict):
         raise Problem(422, "The body must be one event, a JSON object.")
-    size = event_size(document)
-    too_big = oversize_error(size)
+    size = compact_json_size(document)
+    too_big = oversize_error(size, limits.max_event_bytes)
     if too_big:
         raise Problem(
-            413, too_big, limit="INGEST_MAX_EVENT_BYTES", limit_value=settings().max_event_bytes
+            413, too_big, limit="INGEST_MAX_EVENT_BYTES", limit_value=limits.max_event_bytes
         )
     try:
         event = load_event(document)
@@ -93,7 +94,7 @@ def post_batch() -> tuple[dict[str, Any], int]:
     received_at = utc_now().isoformat()
     registry = live_registry()
     for index, item in enumerate(batch):
-        event, errors = validate_batch_item(item)
+        event, errors = validate_batch_item(item, limits.max_event_bytes)
         result: dict[str, Any] = {"index": index, "event_id": event_id_of(item)}
         verdict = None if errors else check_event(registry, event)
         if errors:
@@ -130,10 +131,10 @@ def get_event(event_id: str) -> dict[str, Any]:
     return status
 
 
-def validate_batch_item(item: Any) -> tuple[dict[str, Any], Any]:
+def validate_batch_item(item: Any, max_event_bytes: int) -> tuple[dict[str, Any], Any]:
     if not isinstance(item, dict):
         return {}, {"_event": ["Each event must be a JSON object."]}
-    too_big = oversize_error(event_size(item))
+    too_big = oversize_error(compact_json_size(item), max_event_bytes)
     if too_big:
         return {}, {"_event": [too_big]}
     try:
@@ -142,13 +143,9 @@ def validate_batch_item(item: Any) -> tuple[dict[str, Any], Any]:
         return {}, exc.messages
 
 
-def event_size(document: dict[str, Any]) -> int:
-    """Bytes of the event as compact JSON, the measure of INGEST_MAX_EVENT_BYTES."""
-    return len(compact_json(document).encode())
-
-
-def oversize_error(size: int) -> str | None:
-    limit = settings().max_event_bytes
+def oversize_error(size: int, limit: int) -> str | None:
+    """Why an event of `size` bytes as compact JSON (the measure of INGEST_MAX_EVENT_BYTES) is
+    too big, if it is."""
     if size <= limit:
         return None
     return f"The event is {size} bytes, over the INGEST_MAX_EVENT_BYTES limit of {limit}."

@@ -16,7 +16,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, json, request
 from marshmallow import ValidationError
 
-from ingest.canonical import compact_json, utc_now
+from ingest.canonical import compact_json, compact_json_size, utc_now
 from ingest.config import Settings
 from ingest_api.auth import SEGMENT, WRITE, check_key, require_segment_key, segment_header_key
 from ingest_api.body import json_body
@@ -177,7 +177,7 @@ def to_event(
     (its contract in `registry` included)."""
     if not isinstance(message, dict):
         return {}, {"_message": ["Each message must be a JSON object."]}
-    size = len(compact_json(message).encode())
+    size = compact_json_size(message)
     if size > MAX_MESSAGE_BYTES:
         return {}, {
             "_message": [

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import text
@@ -282,7 +283,7 @@ class Contract:
     mode: str
     versions: dict[int, CompiledSchema | None]
 
-    @property
+    @cached_property  # every event of the type asks; the versions never change
     def newest(self) -> int | None:
         return max((n for n, schema in self.versions.items() if schema is not None), default=None)
 
