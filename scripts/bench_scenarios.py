@@ -65,7 +65,6 @@ def run_pipeline(
         timeout=options.run_timeout,
         segment=scenario == "segment",
     )
-    window_start = sampler.sample()[0]
     load, cpu_start = generate(spec, f"{scenario} run {number}", meter)
     run = PipelineRun(scenario, number, load)
     deadline = load.started + options.run_timeout
@@ -97,8 +96,10 @@ def run_pipeline(
     )
     run.mysql_seconds = completion_seconds(run.mysql.last_write, load.started_wall, projected_seen)
     run.dead_letters = stack.queue_state(DEAD_QUEUE)[0]
-    window_end = sampler.sample()[0]
-    samples = sampler.window(window_start, window_end)
+    # From the first request, as the CPU: the seconds the load generator spends building its
+    # requests are no part of the run (they had put a quarter into the run before any load).
+    # CLOCK_MONOTONIC is the machine's, so the generator's start compares with the samples'.
+    samples = sampler.window(load.started, sampler.sample()[0])
     run.memory = {
         group: MemoryTrace(
             start=samples[0][group],
