@@ -40,10 +40,9 @@ logger = logging.getLogger(__name__)
 # some 13 MiB higher (scripts/benchmark.py); chunks cost no more CPU per event.
 PROJECT_CHUNK = 200
 
-# The rows go to MySQL as SQL that PostgreSQL writes: each value a hex string in utf8mb4 (nothing
-# to escape, whatever MySQL's sql_mode), times as DATETIME(6) text in UTC, the payload as the
-# jsonb's text (the text payload_sha256 hashes). The worker only joins them into one statement:
-# the driver's quoting of nine values per row had taken half of its CPU.
+# The rows go to MySQL as SQL that PostgreSQL writes (STORED_ROWS): text as hex strings, times
+# in UTC, the payload as the jsonb's text (the text payload_sha256 hashes). The worker only joins
+# them into one statement: the driver's quoting of nine values per row had taken half its CPU.
 UPSERT_PROJECTION = """
 INSERT INTO events_projection
     (event_id, event_type, source, occurred_at, received_at, stored_at, payload,
@@ -57,29 +56,40 @@ ON DUPLICATE KEY UPDATE
 """
 
 
-def mysql_literal(expression: str) -> str:
-    """SQL for PostgreSQL that writes the text of `expression` as a MySQL literal: a hex
-    string in utf8mb4, or NULL."""
-    hex_text = f"encode(convert_to({expression}, 'UTF8'), 'hex')"
-    return f"coalesce('_utf8mb4 X''' || {hex_text} || '''', 'NULL')"
+def mysql_text(expression: str) -> str:
+    """SQL for PostgreSQL that writes text of any content as a MySQL literal: a hex string in
+    utf8mb4, which needs no escaping, whatever MySQL's sql_mode."""
+    return f"'_utf8mb4 X''' || encode(convert_to({expression}, 'UTF8'), 'hex') || ''''"
+
+
+def mysql_quoted(expression: str) -> str:
+    """The same for text that PostgreSQL wrote itself, without a quote or a backslash in it."""
+    return f"'''' || {expression} || ''''"
 
 
 def mysql_time(column: str) -> str:
-    return f"to_char(events.{column} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+    # The time in UTC as text, which MySQL's DATETIME(6) reads; psycopg2 sets DateStyle ISO.
+    return mysql_quoted(f"(events.{column} AT TIME ZONE 'UTC')::text")
 
 
-# Each stored event as the row MySQL takes, projected_at being MySQL's clock at the upsert, and
-# whether MySQL refused the event before, so that taking it now clears that record.
-ROW_SQL = ", ".join(
+# Each stored event as the row MySQL takes, projected_at being MySQL's clock at the upsert.
+ROW_SQL = " || ', ' || ".join(
     [
-        *map(mysql_literal, ["events.event_id", "event_type", "source"]),
-        *map(mysql_literal, map(mysql_time, ["occurred_at", "received_at", "stored_at"])),
-        *map(mysql_literal, ["payload::text", "payload_sha256"]),
+        mysql_text("events.event_id"),
+        mysql_text("event_type"),
+        f"coalesce({mysql_text('source')}, 'NULL')",
+        mysql_time("occurred_at"),
+        mysql_time("received_at"),
+        mysql_time("stored_at"),
+        mysql_text("payload::text"),
+        mysql_quoted("payload_sha256"),
         "'UTC_TIMESTAMP(6)'",
     ]
 )
+# With each row, whether MySQL refused the event before, so that taking it now clears that
+# record.
 STORED_ROWS = f"""
-SELECT events.event_id, '(' || concat_ws(', ', {ROW_SQL}) || ')' AS row_sql,
+SELECT events.event_id, '(' || {ROW_SQL} || ')' AS row_sql,
        projection_refusals.event_id IS NOT NULL AS refused_before
 FROM events LEFT JOIN projection_refusals USING (event_id)
 WHERE events.event_id = ANY(%s)
