@@ -278,6 +278,15 @@ class Settings:
         "the command line wins",
         _positive_int,
     )
+    projector_concurrency: int = setting(
+        "INGEST_PROJECTOR_CONCURRENCY",
+        4,
+        "Threads of the projection worker as `ingest projector` and `ingest up` start it, in "
+        "place of INGEST_WORKER_CONCURRENCY: its tasks wait on the databases, and more of them "
+        "at once cost both databases and the worker CPU and memory for no more events per "
+        "second; `-c` on the command line wins",
+        _positive_int,
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -46,8 +46,11 @@ def worker_argv(extra: tuple[str, ...] = ()) -> list[str]:
     return celery_argv("worker", "-Q", PERSIST_QUEUE, "-n", "persist@%h", *extra)
 
 
-def projector_argv(extra: tuple[str, ...] = ()) -> list[str]:
-    return celery_argv("worker", "-Q", PROJECTION_QUEUE, "-n", "projector@%h", *extra)
+def projector_argv(extra: tuple[str, ...] = (), concurrency: int | None = None) -> list[str]:
+    """The projection worker, with `concurrency` threads unless `extra` gives its own `-c`
+    (celery takes the last)."""
+    threads = ("-c", str(concurrency)) if concurrency else ()
+    return celery_argv("worker", "-Q", PROJECTION_QUEUE, "-n", "projector@%h", *threads, *extra)
 
 
 def beat_argv(extra: tuple[str, ...] = (), schedule: Path = BEAT_SCHEDULE) -> list[str]:
@@ -124,11 +127,12 @@ def projector_command(cli: CliContext, extra: tuple[str, ...]) -> None:
     """Run the projection worker (ingest.projection).
 
     It upserts the events of queue ingest.projection into MySQL.
-    Runs `celery -A tasks worker -Q ingest.projection -n projector@%h`; extra arguments go
-    to celery, e.g. `ingest projector -c 2 -l info`.
+    Runs `celery -A tasks worker -Q ingest.projection -n projector@%h -c N`, N being
+    INGEST_PROJECTOR_CONCURRENCY; extra arguments go to celery, e.g. `ingest projector -c 2
+    -l info`.
     """
-    checked(cli.settings())
-    run(cli, projector_argv(extra))
+    settings = checked(cli.settings())
+    run(cli, projector_argv(extra, settings.projector_concurrency))
 
 
 @click.command("beat", context_settings=PASS_THROUGH)
@@ -176,7 +180,8 @@ def flower_command(cli: CliContext, address: str, port: int, extra: tuple[str, .
     "--concurrency",
     type=click.IntRange(1),
     default=None,
-    help="Threads (or processes) per Celery worker [default: INGEST_WORKER_CONCURRENCY].",
+    help="Threads (or processes) per Celery worker [default: INGEST_WORKER_CONCURRENCY, and "
+    "INGEST_PROJECTOR_CONCURRENCY for the projection worker].",
 )
 @click.option("--flower-port", type=click.IntRange(1, 65535), default=5555, show_default=True)
 @click.option(
@@ -218,7 +223,10 @@ def up_command(
     commands = {
         "api": (serve_argv(bind, workers), env),
         "worker": (worker_argv(celery_options), env),
-        "projector": (projector_argv(celery_options), projector_env),
+        "projector": (
+            projector_argv(celery_options, settings.projector_concurrency),
+            projector_env,
+        ),
         "beat": (beat_argv(("-l", "info")), env),
         "flower": (flower_argv("127.0.0.1", flower_port), env),
     }

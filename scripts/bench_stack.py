@@ -194,7 +194,8 @@ class BenchStack:
         return self._start_worker("persist", worker_argv(celery_options()), PERSIST_QUEUE)
 
     def start_projection_worker(self) -> ServiceProcess:
-        return self._start_worker("projection", projector_argv(celery_options()), PROJECTION_QUEUE)
+        argv = projector_argv(celery_options(), Settings().projector_concurrency)
+        return self._start_worker("projection", argv, PROJECTION_QUEUE)
 
     def start_beat(self) -> Beat:
         """celery beat as `ingest up` runs it, ready once it has started its scheduler."""

@@ -32,6 +32,7 @@ from ingest_api.app import close_app, create_app
 from ingest_cli import main
 from ingest_cli.maintenance import ALEMBIC_INI
 from models import engine_for
+from tasks.celery import create_celery
 from tasks.persist import store_events
 from tasks.projection import RECONCILE_LOCK
 from testlib.api import AUTH, READ_AUTH, event
@@ -502,6 +503,33 @@ def test_up_runs_the_whole_service_and_ctrl_c_stops_all_of_it(
         for name in ("api", "worker", "projector", "beat", "flower"):
             assert f"\n{name:<9} | " in output, f"no output from {name}:\n{output}"
         assert "ingest up: SIGINT, stopping" in output
+
+
+def test_the_projector_runs_its_own_thread_count_unless_c_says_otherwise(
+    shared_servers: SharedServers, settings: Settings, tmp_path: Path
+) -> None:
+    node = f"projector@{socket.gethostname()}"
+    with private_settings(shared_servers, settings, "threads") as private:
+        control = create_celery(private).control
+        env = service_env(private, INGEST_PROJECTOR_CONCURRENCY="3", INGEST_WORKER_CONCURRENCY="5")
+        for extra, threads in (((), 3), (("-c", "2"), 2)):
+            with (tmp_path / "projector.log").open("wb") as log:
+                projector = subprocess.Popen(
+                    [str(VENV_BIN / "ingest"), "projector", *extra],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            try:
+                stats = wait_until(
+                    lambda: control.inspect(destination=[node], timeout=2).stats(),
+                    timeout=60,
+                    what=f"{node} to answer `celery inspect stats`",
+                )
+            finally:
+                projector.kill()
+                projector.wait()
+            assert stats[node]["pool"]["max-concurrency"] == threads, extra
 
 
 def flower_answers(url: str) -> bool:
