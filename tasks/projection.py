@@ -40,9 +40,14 @@ logger = logging.getLogger(__name__)
 # some 13 MiB higher (scripts/benchmark.py); chunks cost no more CPU per event.
 PROJECT_CHUNK = 200
 
+# Bytes of rows per upsert statement, at most: a payload of 4 MiB (MAX_STORED_PAYLOAD_BYTES)
+# goes alone, 8 MiB as hex, under MySQL's max_allowed_packet (16 MiB by default); the driver's
+# executemany had cut its statements at 64 KiB.
+STATEMENT_BYTES = 1024 * 1024
+
 # The rows go to MySQL as SQL that PostgreSQL writes (STORED_ROWS): text as hex strings, times
 # in UTC, the payload as the jsonb's text (the text payload_sha256 hashes). The worker only joins
-# them into one statement: the driver's quoting of nine values per row had taken half its CPU.
+# them into statements: the driver's quoting of nine values per row had taken half its CPU.
 UPSERT_PROJECTION = """
 INSERT INTO events_projection
     (event_id, event_type, source, occurred_at, received_at, stored_at, payload,
@@ -187,9 +192,26 @@ def _project_chunk(settings: Settings, event_ids: Sequence[str]) -> int:
 
 
 def upsert(mysql_url: str, rows: list[tuple[str, str]]) -> dict[str, tuple[int | None, str]]:
-    """Upsert `rows` (event_id, the row as SQL); when MySQL refuses one for good, split them in
-    halves until each refused row stands alone and the others are in. Returns the refused
-    rows' event ids with MySQL's error code and message."""
+    """Upsert `rows` (event_id, the row as SQL), in statements of at most STATEMENT_BYTES but
+    for a row that is larger alone. Returns the rows MySQL refused for good (see `_upsert`)."""
+    refused: dict[str, tuple[int | None, str]] = {}
+    statement: list[tuple[str, str]] = []
+    size = 0
+    for row in rows:
+        if statement and size + len(row[1]) > STATEMENT_BYTES:
+            refused.update(_upsert(mysql_url, statement))
+            statement, size = [], 0
+        statement.append(row)
+        size += len(row[1])  # hex and digits: characters are bytes
+    if statement:
+        refused.update(_upsert(mysql_url, statement))
+    return refused
+
+
+def _upsert(mysql_url: str, rows: list[tuple[str, str]]) -> dict[str, tuple[int | None, str]]:
+    """Upsert `rows` in one statement; when MySQL refuses one for good, split them in halves
+    until each refused row stands alone and the others are in. Returns the refused rows'
+    event ids with MySQL's error code and message."""
     try:
         execute(mysql_url, UPSERT_PROJECTION.format(", ".join(sql for _, sql in rows)))
     except DBAPIError as exc:
@@ -198,7 +220,7 @@ def upsert(mysql_url: str, rows: list[tuple[str, str]]) -> dict[str, tuple[int |
         if len(rows) == 1:
             return {rows[0][0]: mysql_error(exc)}
         middle = len(rows) // 2
-        return {**upsert(mysql_url, rows[:middle]), **upsert(mysql_url, rows[middle:])}
+        return {**_upsert(mysql_url, rows[:middle]), **_upsert(mysql_url, rows[middle:])}
     return {}
 
 

@@ -9,7 +9,8 @@ from flask.testing import FlaskClient
 
 from ingest.config import Settings
 from testlib.api import AUTH, READ_AUTH, event
-from testlib.data import projected_count, rows, scalar, stored_count
+from testlib.data import dead_letters, projected_count, projected_ids, rows, scalar, stored_count
+from testlib.poison import persist_as_sent, refusals
 from testlib.wait import wait_until
 
 
@@ -161,3 +162,25 @@ def test_the_request_id_travels_with_the_response(client: FlaskClient, pipeline:
     assert response.headers["X-Request-ID"] == "trace-123"
     generated = client.get("/healthz")
     assert len(generated.headers["X-Request-ID"]) == 32
+
+
+def test_large_events_reach_mysql_in_statements_under_its_packet_limit(
+    pipeline: Settings,
+) -> None:
+    # 80 events of 120 KB in one message: 19 MB as the upsert's hex, over MariaDB's default
+    # max_allowed_packet of 16 MiB were they one statement.
+    events = [event(f"large-{number}", payload={"blob": "x" * 120_000}) for number in range(80)]
+    persist_as_sent(pipeline, events)
+
+    wanted = {item["event_id"] for item in events}
+    wait_until(
+        lambda: projected_ids(pipeline) >= wanted, timeout=60, what="the large events in MySQL"
+    )
+    lengths = rows(
+        pipeline.mysql_url,
+        "SELECT CHAR_LENGTH(JSON_UNQUOTE(JSON_EXTRACT(payload, '$.blob'))) AS n"
+        " FROM events_projection WHERE event_id LIKE 'large-%'",
+    )
+    assert [row["n"] for row in lengths] == [120_000] * 80
+    assert refusals(pipeline) == {}
+    assert dead_letters(pipeline) == []
