@@ -73,7 +73,8 @@ def mysql_quoted(expression: str) -> str:
 
 
 def mysql_time(column: str) -> str:
-    # The time in UTC as text, which MySQL's DATETIME(6) reads; psycopg2 sets DateStyle ISO.
+    """The same for a time of `events`, in UTC as DATETIME(6) reads it (ISO: psycopg2 sets
+    DateStyle so)."""
     return mysql_quoted(f"(events.{column} AT TIME ZONE 'UTC')::text")
 
 
