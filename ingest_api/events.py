@@ -27,6 +27,10 @@ logger = logging.getLogger(__name__)
 events = Blueprint("events", __name__, url_prefix="/v1")
 batch_schema = BatchSchema()
 
+# Routes whose one wait is the grouper's confirm: they run on the server's event loop
+# (ingest_api.on_loop), not in an app thread.
+ON_LOOP_ROUTES = frozenset({("POST", "/v1/events")})
+
 # Seconds a client should wait before retrying after the broker failed to confirm.
 RETRY_AFTER = "5"
 

@@ -1,6 +1,7 @@
 """Single events that arrive together leave together: one confirmed message for many requests.
 
-Request threads hand their event to one publishing thread per process and wait. The thread takes
+Requests hand their event to one publishing thread per process and wait: in the server on its
+event loop, each in a greenlet (ingest_api.on_loop), elsewhere in their thread. The thread takes
 whatever has queued up while its previous publish waited for the broker's confirm, publishes it
 as one message and wakes every request in it: each 202 still stands behind the broker's confirm
 of the message that carries its event. Under light load a group is one event, published at once.
@@ -10,22 +11,16 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.contract import PERSIST_EVENT, events_repr
 from ingest.handoff import ServedQueue
+from ingest_api.on_loop import Completion, completion
 from ingest_api.publisher import Publisher, PublishError
 
 logger = logging.getLogger(__name__)
-
-
-def _held_lock() -> threading.Lock:
-    lock = threading.Lock()
-    lock.acquire()
-    return lock
 
 
 @dataclass
@@ -34,8 +29,8 @@ class _Pending:
     size: int
     request_id: str
     deadline: float
-    # Released once the group's publish is over: a bare lock, cheaper than a threading.Event.
-    done: threading.Lock = field(default_factory=_held_lock)
+    # Set once the group's publish is over; made where the request runs (thread or loop).
+    done: Completion = field(default_factory=completion)
     error: PublishError | None = None
 
 
@@ -56,7 +51,7 @@ class EventGrouper:
         # Each request keeps its own deadline: a group is published until its latest one, and a
         # request whose time ran out first is answered 503 (the event may be stored all the
         # same; the client sends it again and the copy is ignored).
-        if not pending.done.acquire(timeout=max(pending.deadline - time.monotonic(), 0)):
+        if not pending.done.wait(max(pending.deadline - time.monotonic(), 0)):
             raise PublishError(f"the broker did not confirm within {self.publisher.timeout}s")
         if pending.error is not None:
             raise pending.error
@@ -73,7 +68,7 @@ class EventGrouper:
                     pending.error = PublishError(
                         f"the broker did not confirm within {self.publisher.timeout}s"
                     )
-                    pending.done.release()
+                    pending.done.set()
             if live:
                 self._publish(live)
 
@@ -117,4 +112,4 @@ class EventGrouper:
             error = PublishError(str(exc))
         for pending in group:
             pending.error = error
-            pending.done.release()
+            pending.done.set()

@@ -5,7 +5,8 @@ a client that stops sending mid-body holds that thread until it hangs up, and a 
 waiting after its answer went out holds the GIL (measured with granian 2.8.9). Here the body is
 read on the event loop, where a stalled one costs no thread, under the same deadline as the head
 (`--http1-header-read-timeout`), and the app runs in a thread pool with the bytes in memory,
-at most INGEST_MAX_BODY_BYTES + 1 of them per request.
+at most INGEST_MAX_BODY_BYTES + 1 of them per request. POST /v1/events, whose one wait is the
+broker's confirm, runs on the loop's own thread instead (ingest_api.on_loop).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import os
 import queue
 import sys
 import threading
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any
+
+from ingest_api.on_loop import Inbox, run_on_loop
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -32,22 +34,20 @@ UNPREFIXED = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"
 WsgiHeaders = list[tuple[str, str]]
 Answer = tuple[int, WsgiHeaders, bytes]
 Work = tuple[dict[str, Any], "asyncio.Future[Answer]"]
-Finished = tuple["asyncio.Future[Answer]", Answer | Exception]
 
 
 class AppThreads:
     """Threads that run the app, each answer handed back to the event loop's future.
 
     What loop.run_in_executor does, for less: no concurrent.futures.Future (and its Condition)
-    chained to the asyncio one, and one wake-up of the loop for all the answers that finished
-    while it was busy, not one each.
+    chained to the asyncio one, and the answers handed back through an Inbox, one wake-up of
+    the loop for all that finished while it was busy.
     """
 
-    def __init__(self, call: Callable[[dict[str, Any]], Answer], count: int) -> None:
+    def __init__(self, call: Callable[[dict[str, Any]], Answer], count: int, inbox: Inbox) -> None:
         self.call = call
+        self.inbox = inbox
         self._work: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
-        self._finished: deque[Finished] = deque()
-        self._wake_pending = False
         self._threads = [
             threading.Thread(target=self._serve, name=f"api-{number}", daemon=True)
             for number in range(count)
@@ -71,24 +71,11 @@ class AppThreads:
         while (item := self._work.get()) is not None:
             environ, future = item
             try:
-                self._finished.append((future, self.call(environ)))
+                answer = self.call(environ)
             except Exception as exc:  # noqa: BLE001 - raised in the request's coroutine
-                self._finished.append((future, exc))
-            # Appended before the flag is read; _deliver clears the flag before it drains.
-            if not self._wake_pending:
-                self._wake_pending = True
-                future.get_loop().call_soon_threadsafe(self._deliver)
-
-    def _deliver(self) -> None:
-        self._wake_pending = False
-        while self._finished:
-            future, outcome = self._finished.popleft()
-            if future.cancelled():
-                continue
-            if isinstance(outcome, Exception):
-                future.set_exception(outcome)
+                self.inbox.deliver(future, error=exc)
             else:
-                future.set_result(outcome)
+                self.inbox.deliver(future, answer)
 
 
 class StalledBody(io.RawIOBase):
@@ -104,16 +91,29 @@ class StalledBody(io.RawIOBase):
 
 class WsgiOverRsgi:
     def __init__(
-        self, app: Flask, *, max_body_bytes: int, body_timeout: float, threads: int
+        self,
+        app: Flask,
+        *,
+        max_body_bytes: int,
+        body_timeout: float,
+        threads: int,
+        on_loop: Collection[tuple[str, str]] = (),
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
-        self.threads = AppThreads(self._call, threads)
+        self.inbox = Inbox()
+        self.threads = AppThreads(self._call, threads, self.inbox)
+        # (method, path) of the routes that run on the loop's thread (ingest_api.on_loop).
+        self.on_loop = frozenset(on_loop)
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         body, length, stalled = await self._read_body(scope, protocol)
-        status, headers, content = await self.threads.run(self._environ(scope, body, length))
+        environ = self._environ(scope, body, length)
+        if (scope.method, scope.path) in self.on_loop:
+            status, headers, content = await run_on_loop(self._call, environ, self.inbox)
+        else:
+            status, headers, content = await self.threads.run(environ)
         if stalled:
             # The rest of the body may still come: it must not be read as the next request.
             headers = [*headers, ("Connection", "close")]
@@ -204,6 +204,7 @@ def create_rsgi_app() -> WsgiOverRsgi:
     """granian's factory (`--factory`): each worker builds its own app after the fork."""
     from ingest.heap import freeze_startup_objects
     from ingest_api.app import create_app
+    from ingest_api.events import ON_LOOP_ROUTES
 
     app = create_app()
     served = WsgiOverRsgi(
@@ -211,6 +212,7 @@ def create_rsgi_app() -> WsgiOverRsgi:
         max_body_bytes=app.extensions["ingest.settings"].max_body_bytes,
         body_timeout=float(os.environ[BODY_TIMEOUT_VARIABLE]),
         threads=int(os.environ[THREADS_VARIABLE]),
+        on_loop=ON_LOOP_ROUTES,
     )
     freeze_startup_objects()
     return served

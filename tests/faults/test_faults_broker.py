@@ -4,8 +4,10 @@ mid-run, and a delay longer than its consumer_timeout."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
@@ -15,8 +17,9 @@ from ingest.contract import PERSIST_EVENT, PERSIST_QUEUE, PROJECT_TO_MYSQL, PROJ
 from ingest_api.events import message_event
 from ingest_api.health import READINESS_MAX_AGE
 from ingest_api.schemas import EventSchema
+from ingest_api.server import THREADS as API_THREADS
 from tasks.celery import create_celery
-from testlib.api import AUTH, event
+from testlib.api import AUTH, READ_AUTH, event
 from testlib.data import dead_letters, reset, stored_count, stored_ids
 from testlib.faults import (
     Traffic,
@@ -26,7 +29,7 @@ from testlib.faults import (
     wait_until_stored,
 )
 from testlib.private_servers import RabbitNode, private_rabbitmq
-from testlib.processes import running_beat, running_worker, running_workers
+from testlib.processes import running_api, running_beat, running_worker, running_workers
 from testlib.wait import wait_until
 
 pytestmark = pytest.mark.slow
@@ -108,6 +111,42 @@ def test_with_a_memory_alarm_posts_answer_503_in_time_never_202(
         assert_stored_exactly_once(faulty, acknowledged, acknowledged | blocked.refused)
         wait_until_projected(faulty)
     assert dead_letters(faulty) == []
+
+
+def test_single_events_waiting_for_a_blocked_broker_hold_no_thread_of_the_server(
+    faulty: Settings, broker: RabbitNode
+) -> None:
+    """Through the server as it runs in production: more single events than it has app threads
+    wait for confirms that do not come, and a status read is answered at once meanwhile."""
+    waiting = 3 * API_THREADS  # one worker: three times its app threads
+    with running_workers(faulty), running_api(faulty, workers=1) as server:
+        assert post_event(server.url, "before-alarm").status_code == 202
+        wait_until_stored(faulty, {"before-alarm"})
+
+        with broker.memory_alarm(), ThreadPoolExecutor(waiting) as pool:
+            posts = [pool.submit(post_event, server.url, f"blocked-{n}") for n in range(waiting)]
+            time.sleep(0.5)  # every POST is in the server, waiting for its confirm
+            started = time.monotonic()
+            status = requests.get(f"{server.url}/v1/events/before-alarm", headers=READ_AUTH)
+            read_seconds = time.monotonic() - started
+            unanswered = sum(not post.done() for post in posts)
+            answers = [post.result() for post in posts]
+
+    print(f"status read during the alarm: {read_seconds:.3f}s, {unanswered} POSTs waiting")
+    assert status.status_code == 200
+    assert unanswered == waiting
+    assert read_seconds < SLACK
+    assert [answer.status_code for answer in answers] == [503] * waiting
+    assert all(answer.elapsed.total_seconds() <= PUBLISH_TIMEOUT + SLACK for answer in answers)
+    assert_stored_exactly_once(faulty, {"before-alarm"}, {"before-alarm"} | blocked_ids(waiting))
+
+
+def post_event(url: str, event_id: str) -> requests.Response:
+    return requests.post(f"{url}/v1/events", json=event(event_id), headers=AUTH, timeout=30)
+
+
+def blocked_ids(count: int) -> set[str]:
+    return {f"blocked-{n}" for n in range(count)}
 
 
 def test_a_broker_restart_mid_run_loses_nothing_and_duplicates_nothing(

@@ -3,8 +3,10 @@ that records what it was asked to send and confirms when the test lets it."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -12,6 +14,7 @@ import pytest
 
 from ingest.contract import PERSIST_EVENT
 from ingest_api.grouping import EventGrouper
+from ingest_api.on_loop import Inbox, run_on_loop
 from ingest_api.publisher import Publisher, PublishError
 from testlib.wait import wait_until
 
@@ -214,3 +217,35 @@ def test_a_request_is_answered_when_its_time_runs_out_and_a_late_one_is_never_se
     assert another.result() is None
     # The late event's deadline had passed when its turn came: it was dropped, not published.
     assert [sent.event_ids for sent in publisher.sent] == [["first"], ["another"]]
+
+
+def test_requests_on_the_event_loop_leave_together_and_wait_for_the_confirm_there(
+    publisher: FakePublisher,
+) -> None:
+    """As POST /v1/events runs in the server: each request in a greenlet on the loop's thread."""
+    grouper = grouper_of(publisher)
+
+    def publish(event_id: str) -> str:
+        grouper.publish({"event_id": event_id}, 10, f"request-{event_id}")
+        return event_id
+
+    async def until(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 5
+        while not condition():
+            assert time.monotonic() < deadline, "the grouper did not get there in time"
+            await asyncio.sleep(0.001)
+
+    async def main() -> list[str]:
+        inbox = Inbox()
+        first = asyncio.create_task(run_on_loop(publish, "first", inbox))
+        await until(publisher.publishing.is_set)
+        behind = [asyncio.create_task(run_on_loop(publish, f"e{n}", inbox)) for n in range(5)]
+        await until(lambda: grouper._waiting._queue.qsize() == 5)
+        await asyncio.sleep(0.01)
+        # Nothing is answered before the broker confirmed the message that carries it.
+        assert not any(request.done() for request in [first, *behind])
+        publisher.confirm.set()
+        return await asyncio.gather(first, *behind)
+
+    assert asyncio.run(main()) == ["first", *(f"e{n}" for n in range(5))]
+    assert [sent.event_ids for sent in publisher.sent] == [["first"], [f"e{n}" for n in range(5)]]

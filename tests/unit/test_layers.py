@@ -120,6 +120,7 @@ def test_the_api_server_loads_none_of_the_app_before_its_workers_start() -> None
     assert offending(loaded, ("prometheus_client", "flask", "celery", "models", "tasks")) == []
     assert offending(loaded, ("ingest_api",)) == [
         "ingest_api",
+        "ingest_api.on_loop",
         "ingest_api.rsgi",
         "ingest_api.server",
     ]
