@@ -207,6 +207,8 @@ def create_rsgi_app() -> WsgiOverRsgi:
     from ingest_api.events import ON_LOOP_ROUTES
 
     app = create_app()
+    # Read before serving: POST /v1/events runs on the loop, which must not wait for a database.
+    app.extensions["ingest.contracts"].current()
     served = WsgiOverRsgi(
         app,
         max_body_bytes=app.extensions["ingest.settings"].max_body_bytes,

@@ -4,8 +4,8 @@ events (/v1/events, /v1/batch, /segment/v1/...).
 Each API process keeps the registry compiled in memory (models.schema_registry.Registry) and a
 thread of its own looks every INGEST_SCHEMA_RELOAD_SECONDS whether its generation moved: a
 version added or retired, or a mode changed, reaches every process within that time, with no
-restart, and no request waits for the database to do it. Only the first requests of a process
-wait for the first read.
+restart, and no request waits for the database to do it. The server reads it once in each
+worker before serving (ingest_api.rsgi); elsewhere the first requests wait for the first read.
 """
 
 from __future__ import annotations

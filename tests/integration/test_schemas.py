@@ -323,6 +323,26 @@ def test_only_admin_keys_read_or_change_schemas_and_they_send_nothing(api: ApiSe
     assert order in {item["event_type"] for item in listed["event_types"]}
 
 
+def test_each_api_process_reads_the_contracts_before_any_event_arrives(settings: Settings) -> None:
+    # POST /v1/events runs on the server's event loop: its first request must not make the loop
+    # wait for PostgreSQL, so each worker reads the registry before it serves.
+    with running_api(settings, workers=2) as server:
+        wait_until(
+            lambda: len(registry_loads(server)) == 2,
+            timeout=TAKES_EFFECT_WITHIN,
+            what="both workers to load the registry",
+        )
+        assert {line["path"] for line in request_lines(server)} <= {"/healthz"}
+
+
+def registry_loads(server: ApiServer) -> list[dict[str, Any]]:
+    return [line for line in server.json_lines() if line["message"] == "Schema registry loaded"]
+
+
+def request_lines(server: ApiServer) -> list[dict[str, Any]]:
+    return [line for line in server.json_lines() if line["message"] == "request"]
+
+
 def test_the_default_mode_refuses_a_type_without_a_schema(settings: Settings) -> None:
     with running_api(settings, workers=1, INGEST_SCHEMA_DEFAULT_MODE="enforce") as strict:
         answer = post(strict, an_event(new_type("page.view"), {}))
