@@ -109,11 +109,10 @@ class LoopCompletion:
 
     def __init__(self, request: LoopRequest) -> None:
         self._request = request
-        self._inbox = request.inbox
         self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def set(self) -> None:
-        self._inbox.deliver(self._future)
+        self._request.inbox.deliver(self._future)
 
     def wait(self, timeout: float) -> bool:
         return self._request.suspend(self._settled(timeout))

@@ -65,6 +65,17 @@ def scrape_when(
     return metrics if value(metrics, name, **labels) == expected else None
 
 
+def scrape_showing(client: FlaskClient, what: str, **expected: float) -> dict:
+    """The first scrape of the app's metrics in which each named figure has its value."""
+
+    def showing() -> dict | None:
+        metrics = scrape(client)
+        held = all(value(metrics, name) == figure for name, figure in expected.items())
+        return metrics if held else None
+
+    return wait_until(showing, what=what)
+
+
 def requests_of(metrics: dict, method: str, route: str, status: int) -> float:
     return value(
         metrics,
@@ -157,14 +168,11 @@ def test_pipeline_figures_are_read_from_the_databases_and_the_broker(
         assert client.post("/v1/events", json=event(f"p-{n}"), headers=AUTH).status_code == 202
     wait_until(lambda: projected_count(pipeline) == 3, what="3 events in MySQL")
     # The figures are read at most every FIGURES_MAX_AGE seconds.
-    metrics = wait_until(
-        lambda: (
-            (figures := scrape(client))
-            and value(figures, "ingest_events_stored") == 3
-            and value(figures, "ingest_projection_pending") == 0
-            and figures
-        ),
-        what="3 stored events, none pending",
+    metrics = scrape_showing(
+        client,
+        "3 stored events, none pending",
+        ingest_events_stored=3,
+        ingest_projection_pending=0,
     )
     assert value(metrics, "ingest_projection_lag_seconds") == 0
     assert value(metrics, "ingest_dead_letter_messages") == 0
@@ -185,14 +193,11 @@ def test_pipeline_figures_are_read_from_the_databases_and_the_broker(
         )
 
     # The broker's figure and the databases' are cached apart: either may be read first.
-    metrics = wait_until(
-        lambda: (
-            (figures := scrape(client))
-            and value(figures, "ingest_dead_letter_messages") == 1
-            and value(figures, "ingest_events_stored") == 4
-            and figures
-        ),
-        what="the parked message and the late event in the figures",
+    metrics = scrape_showing(
+        client,
+        "the parked message and the late event in the figures",
+        ingest_dead_letter_messages=1,
+        ingest_events_stored=4,
     )
     assert value(metrics, "ingest_projection_pending") == 1
     assert 120 <= value(metrics, "ingest_projection_lag_seconds") < 180
